@@ -41,7 +41,7 @@ deps:
 	@sh .ci/deps.sh $(DEB_PACKAGES)
 
 test: deps $(MODULE)
-	$(TEST_ENV) $(BUSTED) spec
+	$(TEST_ENV) LUA_BIN=$(LUA_BIN) $(BUSTED) spec
 
 demo: deps $(MODULE)
 	@$(TEST_ENV) LUA_BIN=$(LUA_BIN) sh examples/run-demo.sh

@@ -1051,7 +1051,7 @@ static int interpret(lua_State *L, int decode_idx, const struct operation *op,
       break;
     case OUT_RESPONSE:
       if (a->status < 200 || a->status >= 300) {
-        push_http_error(L, decode_idx, op, a, a->status != 408 && a->status != 429, resend_ok);
+        push_http_error(L, decode_idx, op, a, a->status >= 500, resend_ok); /* 4xx: refused */
         break;
       }
       if (a->body_len == 0 && a->status == 204) {

@@ -1,0 +1,24 @@
+-- luacheck configuration for telnyx-sim
+std = "max"
+max_line_length = 120
+codes = true
+
+exclude_files = {
+  "lua_modules/",
+  ".luarocks/",
+  ".install/",
+}
+
+files["spec/"] = {
+  std = "+busted",
+  max_line_length = 140, -- expected tables read best one record per line
+}
+
+-- Lua wrappers around the C module may be used from OpenResty.
+files["telnyx/sim/"] = {
+  std = "max+ngx_lua",
+}
+
+files["examples/openresty/"] = {
+  std = "max+ngx_lua",
+}

@@ -1,0 +1,29 @@
+#!/bin/sh
+# make demo: runs the examples against the stub server on loopback, or
+# against the real API when TELNYX_API_KEY is set and TELNYX_BASE_URL is not.
+set -eu
+LUA_BIN=${LUA_BIN:-lua5.4}
+if [ -n "${TELNYX_API_KEY:-}" ] && [ -z "${TELNYX_BASE_URL:-}" ]; then
+  echo "== TELNYX_API_KEY is set: using the real API (this buys eSIMs) =="
+else
+  dir=$(mktemp -d)
+  trap 'kill "$(cat "$dir/pid")" 2>/dev/null || true; rm -rf "$dir"' EXIT INT TERM
+  lua5.4 spec/support/stub.lua --port-file "$dir/port" >"$dir/log" 2>&1 &
+  echo $! >"$dir/pid"
+  i=0
+  while [ ! -s "$dir/port" ]; do
+    i=$((i + 1))
+    [ $i -gt 100 ] && { echo "stub server did not start:" >&2; cat "$dir/log" >&2; exit 1; }
+    sleep 0.1
+  done
+  TELNYX_BASE_URL="http://127.0.0.1:$(cat "$dir/port")/v2"
+  TELNYX_API_KEY="stub-demo-key"
+  export TELNYX_BASE_URL TELNYX_API_KEY
+  echo "== stub server at $TELNYX_BASE_URL =="
+fi
+echo
+echo "== purchase 3 eSIMs =="
+"$LUA_BIN" examples/purchase_esims.lua 3
+echo
+echo "== register 3 SIM cards (the stub refuses codes starting 999) =="
+"$LUA_BIN" examples/register_sim_cards.lua 0000000001 0000000002 9990000003

@@ -1,0 +1,380 @@
+-- Test helpers: start/stop/script the stub Telnyx server (spec/support/stub.lua)
+-- and build realistic API payloads.
+--
+--   local helpers = require "spec.support.helpers"
+--   local stub = helpers.start_stub()
+--   stub:queue({ status = 422, json = { errors = { ... } } })
+--   ... call the module against stub.base_url ...
+--   local req = stub:last_request()
+--   stub:stop()
+--
+-- Works under Lua 5.1 - 5.4 and LuaJIT (needs luasocket and lua-cjson).
+
+local socket = require "socket"
+local cjson = require("cjson").new()
+
+local helpers = {}
+
+helpers.null = cjson.null
+
+-- Sentinel for a JSON empty array in tables passed to helpers.encode /
+-- stub:queue (a plain {} encodes as an object). Do not modify it.
+helpers.empty_array = setmetatable({}, {
+  __newindex = function() error("helpers.empty_array is read-only", 2) end,
+  __tostring = function() return "helpers.empty_array" end,
+})
+
+-- Sentinel for helpers.sim_card overrides: remove the field entirely.
+helpers.absent = setmetatable({}, { __tostring = function() return "helpers.absent" end })
+
+local EMPTY_PLACEHOLDER = "\1__helpers_empty_array__\1"
+local EMPTY_PLACEHOLDER_JSON = '"\\u0001__helpers_empty_array__\\u0001"'
+local EMPTY_PLACEHOLDER_PATTERN = EMPTY_PLACEHOLDER_JSON:gsub("%p", "%%%0")
+
+local function replace_empty_arrays(value, seen)
+  if value == helpers.empty_array then return EMPTY_PLACEHOLDER end
+  if type(value) ~= "table" then return value end
+  seen = seen or {}
+  if seen[value] then error("helpers.encode: cyclic table", 3) end
+  seen[value] = true
+  local copy = {}
+  for k, v in pairs(value) do copy[k] = replace_empty_arrays(v, seen) end
+  seen[value] = nil
+  return copy
+end
+
+--- Encode a Lua value as JSON (helpers.null -> null, helpers.empty_array -> []).
+function helpers.encode(value)
+  local s = cjson.encode(replace_empty_arrays(value))
+  s = s:gsub(EMPTY_PLACEHOLDER_PATTERN, "[]")
+  return (s:gsub("\\/", "/"))
+end
+
+--- Decode a JSON string (null stays helpers.null). Errors on invalid JSON.
+function helpers.decode(text)
+  return cjson.decode(text)
+end
+
+---------------------------------------------------------------------------
+-- Payload builders
+---------------------------------------------------------------------------
+
+local HEX = "0123456789abcdef"
+local function hex(n)
+  local t = {}
+  for i = 1, n do
+    local r = math.random(1, 16)
+    t[i] = HEX:sub(r, r)
+  end
+  return table.concat(t)
+end
+
+--- A random UUID v4 string.
+function helpers.uuid()
+  local v = math.random(1, 4)
+  return hex(8) .. "-" .. hex(4) .. "-4" .. hex(3) .. "-" .. ("89ab"):sub(v, v) .. hex(3) .. "-" .. hex(12)
+end
+
+helpers.default_sim_card_group_id = "6a09cdc3-8948-47f0-aa62-74ac943d6c58"
+
+local card_counter = 0
+
+--- A realistic SimpleSIMCard (as in a Telnyx API response) as a Lua table.
+-- Defaults to an enabled eSIM; `overrides` fields replace the defaults
+-- (shallow). Use helpers.null for JSON null, helpers.absent to drop a field.
+-- For type = "physical", esim_installation_status defaults to null.
+function helpers.sim_card(overrides)
+  overrides = overrides or {}
+  card_counter = card_counter + 1
+  local n = card_counter % 10000
+  local kind = overrides.type or "esim"
+  local stamp = os.date("!%Y-%m-%dT%H:%M:%S") .. ".000Z"
+  local card = {
+    id = helpers.uuid(),
+    record_type = "sim_card",
+    iccid = string.format("89310410106543%06d", n),
+    imsi = string.format("08193221482%04d", n),
+    msisdn = string.format("+1310997%04d", n),
+    type = kind,
+    status = {
+      value = "enabled",
+      reason = "The SIM card is active, ready to connect to networks and consume data.",
+    },
+    tags = helpers.empty_array,
+    sim_card_group_id = helpers.default_sim_card_group_id,
+    eid = helpers.null,
+    esim_installation_status = (kind == "esim") and "released" or helpers.null,
+    authorized_imeis = helpers.null,
+    actions_in_progress = false,
+    data_limit = { amount = "2048.0", unit = "MB" },
+    current_billing_period_consumed_data = { amount = "0.0", unit = "MB" },
+    resources_with_in_progress_actions = helpers.empty_array,
+    version = "4.3",
+    voice_enabled = false,
+    created_at = stamp,
+    updated_at = stamp,
+  }
+  for k, v in pairs(overrides) do
+    if v == helpers.absent then card[k] = nil else card[k] = v end
+  end
+  return card
+end
+
+--- A Telnyx error object: helpers.api_error("10015", "Invalid parameter", "amount is required", "/amount")
+function helpers.api_error(code, title, detail, pointer, meta)
+  local e = { code = code, title = title, detail = detail }
+  if pointer then e.source = { pointer = pointer } end
+  if meta then e.meta = meta end
+  return e
+end
+
+---------------------------------------------------------------------------
+-- Minimal blocking HTTP/1.1 client on luasocket (for control calls and for
+-- specs that need to poke the stub directly).
+---------------------------------------------------------------------------
+
+--- Read one HTTP response from a connected luasocket tcp object.
+-- Returns { status =, reason =, headers = {lowercased = value}, body = } or nil, err.
+-- opts.head = true: the request was HEAD (no body).
+function helpers.read_response(sock, opts)
+  opts = opts or {}
+  local line, err
+  repeat
+    line, err = sock:receive("*l")
+    if not line then return nil, err end
+    local status = tonumber(line:match("^HTTP/%d%.%d (%d%d%d)"))
+    if not status then return nil, "bad status line: " .. line end
+    local res = { status = status, reason = line:match("^HTTP/%d%.%d %d%d%d ?(.*)$"), headers = {} }
+    while true do
+      local h, herr = sock:receive("*l")
+      if not h then return nil, herr end
+      if h == "" then break end
+      local name, value = h:match("^([^:]+):%s*(.-)%s*$")
+      if name then
+        name = name:lower()
+        if res.headers[name] then
+          res.headers[name] = res.headers[name] .. ", " .. value
+        else
+          res.headers[name] = value
+        end
+      end
+    end
+    if status >= 200 then
+      local len = tonumber(res.headers["content-length"])
+      if opts.head or status == 204 or status == 304 then
+        res.body = ""
+      elseif len then
+        local body, berr, partial = sock:receive(len)
+        if not body then return nil, berr, partial end
+        res.body = body
+      else
+        local body, berr, partial = sock:receive("*a")
+        res.body = body or partial
+        if not res.body then return nil, berr end
+      end
+      return res
+    end
+    -- 1xx interim response: read the next one
+  until false
+end
+
+--- One HTTP request on a fresh connection.
+-- opts: { host = "127.0.0.1", port = (required), method = "GET", path = "/",
+--         headers = { name = value }, body = string, timeout = 5 }
+-- Returns a response table (see read_response) or nil, err.
+function helpers.http(opts)
+  local sock = socket.tcp()
+  sock:settimeout(opts.timeout or 5)
+  local ok, err = sock:connect(opts.host or "127.0.0.1", opts.port)
+  if not ok then sock:close(); return nil, err end
+  local method = opts.method or "GET"
+  local lines = { method .. " " .. (opts.path or "/") .. " HTTP/1.1" }
+  local headers = { host = "127.0.0.1:" .. tostring(opts.port), connection = "close" }
+  for k, v in pairs(opts.headers or {}) do headers[k:lower()] = v end
+  if opts.body then headers["content-length"] = tostring(#opts.body) end
+  for k, v in pairs(headers) do lines[#lines + 1] = k .. ": " .. v end
+  local req = table.concat(lines, "\r\n") .. "\r\n\r\n" .. (opts.body or "")
+  ok, err = sock:send(req)
+  if not ok then sock:close(); return nil, err end
+  local res, rerr = helpers.read_response(sock, { head = (method == "HEAD") })
+  sock:close()
+  return res, rerr
+end
+
+---------------------------------------------------------------------------
+-- Process helpers
+---------------------------------------------------------------------------
+
+local function shell_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+-- os.execute returns a number in 5.1, (true|nil, "exit", code) later.
+local function run(cmd)
+  local a, _, c = os.execute(cmd)
+  if type(a) == "number" then return a == 0 end
+  return a == true and (c == nil or c == 0)
+end
+
+local function read_file(path)
+  local f = io.open(path, "r")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+local function pid_alive(pid)
+  if not pid then return false end
+  local stat = read_file("/proc/" .. pid .. "/stat")
+  if stat then
+    local state = stat:match("^%d+ %b() (%a)")
+    return state ~= "Z" and state ~= "X"
+  end
+  if read_file("/proc/self/stat") then return false end -- procfs present: gone
+  return run("kill -0 " .. pid .. " 2>/dev/null")
+end
+
+local function my_pid()
+  local stat = read_file("/proc/self/stat")
+  return stat and stat:match("^(%d+)")
+end
+
+-- Directory of this file, to find stub.lua regardless of the cwd.
+local function support_dir()
+  local src = debug.getinfo(1, "S").source
+  if src:sub(1, 1) == "@" then
+    local dir = src:sub(2):match("^(.*)[/\\][^/\\]*$")
+    if dir then return dir end
+  end
+  return "spec/support"
+end
+
+helpers.stub_script = support_dir() .. "/stub.lua"
+
+---------------------------------------------------------------------------
+-- Stub object
+---------------------------------------------------------------------------
+
+local Stub = {}
+Stub.__index = Stub
+
+local function control(self, method, path, body)
+  if self.stopped then error("stub already stopped", 3) end
+  local res, err = helpers.http({
+    port = self.port, method = method, path = path, body = body,
+    headers = body and { ["content-type"] = "application/json" } or nil,
+    timeout = 5,
+  })
+  if not res then
+    error("stub control " .. method .. " " .. path .. " failed: " .. tostring(err)
+      .. " (stub log: " .. tostring(self.log_file) .. ")", 3)
+  end
+  if res.status ~= 200 then
+    error("stub control " .. method .. " " .. path .. " answered " .. res.status .. ": " .. res.body, 3)
+  end
+  return helpers.decode(res.body)
+end
+
+--- Queue one scripted response (a table with `status`, `json`, ...) or an
+-- array of them. Returns the number queued.
+function Stub:queue(entries)
+  if entries[1] == nil then entries = { entries } end
+  return control(self, "POST", "/__stub/queue", helpers.encode(entries)).queued
+end
+
+--- Scripted entries not yet consumed (each with a `remaining` count).
+function Stub:pending()
+  return control(self, "GET", "/__stub/queue")
+end
+
+--- All recorded (non-control) requests, oldest first.
+function Stub:requests()
+  return control(self, "GET", "/__stub/requests")
+end
+
+--- The most recent recorded request, or nil.
+function Stub:last_request()
+  local list = self:requests()
+  return list[#list]
+end
+
+--- Clear the queue and the request log.
+function Stub:reset()
+  control(self, "POST", "/__stub/reset")
+end
+
+--- "http://127.0.0.1:<port>" .. path
+function Stub:url(path)
+  return self.root_url .. (path or "")
+end
+
+--- Shut the stub down and remove its temp files. Safe to call twice.
+function Stub:stop()
+  if self.stopped then return end
+  self.stopped = true
+  helpers.http({ port = self.port, method = "POST", path = "/__stub/shutdown", timeout = 2 })
+  local deadline = socket.gettime() + 2
+  while pid_alive(self.pid) and socket.gettime() < deadline do socket.sleep(0.02) end
+  if pid_alive(self.pid) then
+    run("kill " .. self.pid .. " 2>/dev/null")
+    deadline = socket.gettime() + 1
+    while pid_alive(self.pid) and socket.gettime() < deadline do socket.sleep(0.02) end
+    if pid_alive(self.pid) then run("kill -9 " .. self.pid .. " 2>/dev/null") end
+  end
+  for _, f in ipairs(self._files) do os.remove(f) end
+end
+
+local function tmpname()
+  local name = os.tmpname()
+  os.remove(name) -- 5.2+ creates the file; we only want the name
+  return name
+end
+
+--- Start a stub server process. Errors if it does not come up within 10 s.
+-- opts (optional): { lua = interpreter (default $STUB_LUA or "lua5.4"),
+--                    keep_log = true to keep the stderr log file after stop }
+function helpers.start_stub(opts)
+  opts = opts or {}
+  local lua = opts.lua or os.getenv("STUB_LUA") or "lua5.4"
+  local port_file, pid_file, log_file = tmpname(), tmpname(), tmpname()
+  local args = { shell_quote(lua), shell_quote(helpers.stub_script),
+    "--port-file", shell_quote(port_file) }
+  local parent = my_pid()
+  if parent then
+    args[#args + 1] = "--parent-pid"
+    args[#args + 1] = parent
+  end
+  local cmd = table.concat(args, " ") .. " </dev/null >" .. shell_quote(log_file)
+    .. " 2>&1 & echo $! > " .. shell_quote(pid_file)
+  if not run(cmd) then error("could not launch stub: " .. cmd, 2) end
+
+  local pid = (read_file(pid_file) or ""):match("(%d+)")
+  local port
+  local deadline = socket.gettime() + 10
+  while socket.gettime() < deadline do
+    port = tonumber((read_file(port_file) or ""):match("^(%d+)\n"))
+    if port then break end
+    if pid and not pid_alive(pid) then break end
+    socket.sleep(0.02)
+  end
+  local self = setmetatable({
+    pid = pid, port = port, log_file = log_file,
+    _files = { port_file, port_file .. ".tmp", pid_file },
+  }, Stub)
+  if not opts.keep_log then self._files[#self._files + 1] = log_file end
+  if not port then
+    local log = read_file(log_file) or ""
+    self.port = 0
+    self.stopped = true
+    if pid and pid_alive(pid) then run("kill -9 " .. pid .. " 2>/dev/null") end
+    for _, f in ipairs(self._files) do os.remove(f) end
+    os.remove(log_file)
+    error("stub did not start within 10 s (" .. cmd .. "): " .. log, 2)
+  end
+  self.root_url = "http://127.0.0.1:" .. port
+  self.base_url = self.root_url .. "/v2"
+  return self
+end
+
+return helpers
