@@ -29,7 +29,7 @@ TEST_ENV = LUA_CPATH='$(CURDIR)/$(BUILD)/?.so;;' LUA_PATH='$(CURDIR)/?.lua;$(CUR
 
 DEB_PACKAGES = lua5.4 liblua5.4-dev lua-cjson lua-busted lua-socket libcurl4-openssl-dev luarocks pkg-config
 
-.PHONY: all test demo deps clean lint rock-check
+.PHONY: all test demo deps clean lint lint-c rock-check
 
 all: $(MODULE)
 
@@ -48,6 +48,12 @@ demo: deps $(MODULE)
 
 lint:
 	luacheck .
+
+# Static analysis of the module: both must report nothing.
+lint-c:
+	cppcheck --enable=warning,style,performance,portability --inline-suppr --error-exitcode=1 -q \
+	  --suppress=missingIncludeSystem --suppress=toomanyconfigs lua_telnyx_sim.c
+	clang-tidy --quiet lua_telnyx_sim.c -- -std=c99 $(LUA_INC) $(CURL_CFLAGS) -I/usr/include/$(shell gcc -print-multiarch)
 
 rock-check:
 	luarocks lint telnyx-sim-*-1.rockspec

@@ -31,6 +31,12 @@
 
 #include <curl/curl.h>
 
+/* The prereq callback is what lets us see, and stop, libcurl re-sending a
+ * request on its own: without it a purchase could go out twice. */
+#if LIBCURL_VERSION_NUM < 0x075000
+#error "telnyx.sim needs libcurl >= 7.80.0 (CURLOPT_PREREQFUNCTION)"
+#endif
+
 #include "lua.h"
 #include "lauxlib.h"
 
@@ -1153,7 +1159,6 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *ud) {
   return n;
 }
 
-#if LIBCURL_VERSION_NUM >= 0x075000
 /* libcurl re-sends a request by itself when a reused connection turns out
  * dead; for money-spending calls the first copy may have arrived, so stop. */
 static int on_prereq(void *ud, char *conn_primary_ip, char *conn_local_ip, int conn_primary_port,
@@ -1163,7 +1168,6 @@ static int on_prereq(void *ud, char *conn_primary_ip, char *conn_local_ip, int c
   if (c->sends++ > 0 && !c->allow_resend) return CURL_PREREQFUNC_ABORT;
   return CURL_PREREQFUNC_OK;
 }
-#endif
 
 /* --- the handle --- */
 
@@ -1188,12 +1192,10 @@ static int setup_curl(struct client *c) {
 #if LIBCURL_VERSION_NUM >= 0x075500
   SET(CURLOPT_PROTOCOLS_STR, "http,https");
 #else
-  SET(CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+  SET(CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS)); /* deprecated in 7.85 */
 #endif
-#if LIBCURL_VERSION_NUM >= 0x075000
   SET(CURLOPT_PREREQFUNCTION, on_prereq);
   SET(CURLOPT_PREREQDATA, c);
-#endif
   if (c->ca_file) SET(CURLOPT_CAINFO, c->ca_file);
   if (c->ca_path) SET(CURLOPT_CAPATH, c->ca_path);
 #undef SET
@@ -1270,12 +1272,6 @@ static void perform(struct client *c, const struct operation *op, const char *ur
     curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
     curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, strcmp(op->method, "GET") ? op->method : NULL);
   }
-#if LIBCURL_VERSION_NUM < 0x075000
-  /* no prereq callback: assume every attempt reached the server, and never
-   * let a dead kept-alive connection make libcurl re-send a purchase */
-  c->sends = 1;
-  curl_easy_setopt(h, CURLOPT_FRESH_CONNECT, allow_resend ? 0L : 1L);
-#endif
   rc = curl_easy_perform(h);
 
   a->status = 0;
