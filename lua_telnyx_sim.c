@@ -1689,8 +1689,8 @@ static int read_call_opts(lua_State *L, struct client *c, const struct operation
         return call_opt_error(L, op, "idempotency_key", "must be a string of 1 to 255 bytes without CR, LF or NUL");
       return 1;
     }
-    lua_pop(L, 1);
   }
+  /* a nil is on top: no key was given */
   if (op->resend == RESEND_NEVER) {
     char uuid[37];
     lua_pop(L, 1);
@@ -1721,31 +1721,46 @@ static void redact_strings(lua_State *L, int t, const char *key, int depth) {
   }
 }
 
-/* client:<operation>(params [, opts]) -> res | nil, err */
+/* Validates and builds a call from params at 2 and opts at 3. On success
+ * leaves the Idempotency-Key (or nil), the URL and the body (or nil) on top. */
+static int prepare_call(lua_State *L, struct client *c, const struct operation *op,
+                        struct call_opts *o) {
+  if (c->closed) {
+    push_error(L, "config", "%s: the client is closed", op->name);
+    return 0;
+  }
+  if (!validate_params(L, op, 2) || !read_call_opts(L, c, op, 3, o)) return 0;
+  build_url(L, &c->scratch, c->base_url, op, 2);
+  lua_pushlstring(L, c->scratch.data, c->scratch.len); /* the call's own copy: a nested call */
+  if (has_body(op)) {                                  /* from sleep cannot clobber it */
+    build_json_body(L, &c->scratch, op, 2);
+    lua_pushlstring(L, c->scratch.data, c->scratch.len);
+  } else {
+    lua_pushnil(L);
+  }
+  return 1;
+}
+
+static void finish_error(lua_State *L, const struct client *c, int attempts) {
+  set_int_field(L, "attempts", attempts);
+  if (c->api_key != NULL && strlen(c->api_key) >= 4) redact_strings(L, lua_gettop(L), c->api_key, 0);
+}
+
+/* client:<operation>(params [, opts]) -> res | nil, err: the libcurl path. */
 static int call_operation(lua_State *L) {
   const struct operation *op = &operations[lua_tointeger(L, lua_upvalueindex(1))];
   struct client *c = check_client(L, 1);
   struct call_opts o;
   struct attempt a;
   struct retry_verdict v;
-  const char *idem, *url, *body = NULL;
+  const char *idem, *url, *body;
   size_t body_len = 0;
   int attempt;
   lua_settop(L, 3);
-  if (c->closed) {
-    push_error(L, "config", "%s: the client is closed", op->name);
-    return return_error(L);
-  }
-  if (!validate_params(L, op, 2) || !read_call_opts(L, c, op, 3, &o)) return return_error(L);
-  idem = lua_tostring(L, -1);
-  build_url(L, &c->scratch, c->base_url, op, 2);
-  lua_pushlstring(L, c->scratch.data, c->scratch.len); /* the call's own copies: a nested */
-  url = lua_tostring(L, -1);                           /* call from sleep cannot clobber them */
-  if (has_body(op)) {
-    build_json_body(L, &c->scratch, op, 2);
-    lua_pushlstring(L, c->scratch.data, c->scratch.len);
-    body = lua_tolstring(L, -1, &body_len);
-  }
+  if (!prepare_call(L, c, op, &o)) return return_error(L);
+  idem = lua_tostring(L, -3);
+  url = lua_tostring(L, -2);
+  body = lua_tolstring(L, -1, &body_len);
   if (!setup_curl(c)) {
     push_error(L, "connection", "%s: could not create a libcurl handle", op->name);
     return return_error(L);
@@ -1759,9 +1774,159 @@ static int call_operation(lua_State *L) {
     lua_pop(L, 1);
     pause_for(L, c, v.delay);
   }
-  set_int_field(L, "attempts", attempt);
-  if (strlen(c->api_key) >= 4) redact_strings(L, lua_gettop(L), c->api_key, 0);
+  finish_error(L, c, attempt);
   return return_error(L);
+}
+
+/* --- the two I/O-free halves, for transports that live outside C --- */
+
+static const struct operation *find_operation(const char *name) {
+  size_t i;
+  for (i = 0; name != NULL && i < N_OPERATIONS; i++)
+    if (strcmp(operations[i].name, name) == 0) return &operations[i];
+  return NULL;
+}
+
+static const struct operation *check_operation(lua_State *L, int idx) {
+  const struct operation *op = find_operation(lua_tostring(L, idx));
+  if (op == NULL) luaL_argerror(L, idx, "not an operation name (see telnyx.sim.operations)");
+  return op;
+}
+
+static void set_header(lua_State *L, const char *line) {
+  const char *colon = strchr(line, ':');
+  const char *v;
+  if (colon == NULL || colon[1] == '\0') return; /* "Expect:" only disables a libcurl habit */
+  v = colon + 1;
+  while (*v == ' ') v++;
+  lua_pushlstring(L, line, (size_t)(colon - line));
+  lua_pushstring(L, v);
+  lua_rawset(L, -3);
+}
+
+/*
+ * client:request(operation, params [, opts]) -> req | nil, err
+ * req = { operation, method, url, headers = {name = value}, body, timeout,
+ *         max_retries, retry_may_duplicate }: what to send, checked and built.
+ */
+static int client_request(lua_State *L) {
+  struct client *c = check_client(L, 1);
+  const struct operation *op = check_operation(L, 2);
+  struct call_opts o;
+  struct curl_slist *h;
+  int top;
+  lua_settop(L, 4);
+  lua_remove(L, 2);
+  if (!prepare_call(L, c, op, &o)) return return_error(L);
+  top = lua_gettop(L);
+  lua_createtable(L, 0, 8);
+  set_string_field(L, "operation", op->name);
+  set_string_field(L, "method", op->method);
+  lua_pushvalue(L, top - 1);
+  lua_setfield(L, -2, "url");
+  lua_pushvalue(L, top);
+  lua_setfield(L, -2, "body");
+  lua_pushnumber(L, o.timeout);
+  lua_setfield(L, -2, "timeout");
+  set_int_field(L, "max_retries", o.max_retries);
+  set_bool_field(L, "retry_may_duplicate", o.resend_ok);
+  lua_newtable(L);
+  for (h = c->base_headers; h != NULL; h = h->next) set_header(L, h->data);
+  if (!lua_isnil(L, top - 2)) {
+    lua_pushvalue(L, top - 2);
+    lua_setfield(L, -2, "Idempotency-Key");
+  }
+  if (o.headers_idx != 0) {
+    lua_pushnil(L);
+    while (lua_next(L, o.headers_idx) != 0) {
+      lua_pushvalue(L, -2);
+      lua_insert(L, -2);
+      lua_rawset(L, -4);
+    }
+  }
+  lua_setfield(L, -2, "headers");
+  return 1;
+}
+
+/* Reads the response headers the rules use from a {name = value} table
+ * (any case; a list of values counts by its first). */
+static void meta_from_table(lua_State *L, int idx, struct response_meta *m) {
+  meta_reset(m);
+  if (lua_type(L, idx) != LUA_TTABLE) return;
+  lua_pushnil(L);
+  while (lua_next(L, idx) != 0) {
+    if (lua_type(L, -1) == LUA_TTABLE) {
+      lua_rawgeti(L, -1, 1);
+      lua_replace(L, -2);
+    }
+    if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING) {
+      size_t nlen, vlen;
+      const char *name = lua_tolstring(L, -2, &nlen);
+      const char *value = lua_tolstring(L, -1, &vlen);
+      while (vlen > 0 && (*value == ' ' || *value == '\t')) { value++; vlen--; }
+      while (vlen > 0 && (value[vlen - 1] == ' ' || value[vlen - 1] == '\t')) vlen--;
+      meta_note(m, name, nlen, value, vlen);
+    }
+    lua_pop(L, 1);
+  }
+}
+
+static const char *const failure_names[] = {"not_sent", "connect_timeout", "timeout", "broken",
+                                            "too_large", NULL};
+
+/*
+ * client:interpret(req, reply [, attempt]) -> res | nil, err, retry_in
+ * reply = { status =, headers =, body = } when a response arrived, or
+ * { failure = "not_sent" | "connect_timeout" | "timeout" | "broken" | "too_large",
+ *   message = } when it did not. retry_in (seconds) is there when the caller
+ * should send the same req again after waiting that long.
+ */
+static int client_interpret(lua_State *L) {
+  struct client *c = check_client(L, 1);
+  const struct operation *op;
+  struct attempt a;
+  struct retry_verdict v;
+  int attempt, resend_ok, max_retries;
+  luaL_checktype(L, 2, LUA_TTABLE);
+  luaL_checktype(L, 3, LUA_TTABLE);
+  attempt = (int)luaL_optinteger(L, 4, 1);
+  luaL_argcheck(L, attempt >= 1, 4, "attempt must be >= 1");
+  lua_settop(L, 4);
+  lua_getfield(L, 2, "operation");
+  op = check_operation(L, -1);
+  lua_getfield(L, 2, "retry_may_duplicate");
+  resend_ok = lua_toboolean(L, -1);
+  lua_getfield(L, 2, "max_retries");
+  max_retries = lua_type(L, -1) == LUA_TNUMBER ? (int)lua_tonumber(L, -1) : c->max_retries;
+  lua_getfield(L, 3, "headers");   /* 8 */
+  lua_getfield(L, 3, "body");      /* 9 */
+  lua_getfield(L, 3, "failure");   /* 10 */
+  lua_getfield(L, 3, "message");   /* 11 */
+  memset(&a, 0, sizeof a);
+  meta_from_table(L, 8, &a.meta);
+  a.body = lua_isstring(L, 9) ? lua_tolstring(L, 9, &a.body_len) : "";
+  a.transport_message = lua_tostring(L, 11);
+  lua_getfield(L, 3, "status");
+  a.status = lua_type(L, -1) == LUA_TNUMBER ? (long)lua_tonumber(L, -1) : 0;
+  lua_pop(L, 1);
+  if (!lua_isnil(L, 10)) {
+    int f = luaL_checkoption(L, 10, NULL, failure_names);
+    const enum outcome outcomes[] = {OUT_NOT_SENT, OUT_NOT_SENT, OUT_TIMEOUT, OUT_BROKEN, OUT_TOO_LARGE};
+    a.outcome = outcomes[f];
+    a.timed_out = f == 1;
+  } else {
+    luaL_argcheck(L, a.status >= 100 && a.status <= 999, 3, "reply needs a status (100-999) or a failure");
+    a.outcome = a.body_len > c->max_response_bytes ? OUT_TOO_LARGE : OUT_RESPONSE;
+  }
+  if (interpret(L, lua_upvalueindex(1), op, &a, resend_ok, attempt, &v)) return 1;
+  finish_error(L, c, attempt);
+  lua_pushnil(L);
+  lua_insert(L, -2);
+  if (v.retryable && attempt <= max_retries) {
+    lua_pushnumber(L, v.delay);
+    return 3;
+  }
+  return 2;
 }
 
 /* ===================================================================== */
@@ -1770,6 +1935,8 @@ static int call_operation(lua_State *L) {
 
 static const luaL_Reg client_methods[] = {
   {"close", client_close},
+  {"request", client_request},
+  {"interpret", client_interpret},
   {NULL, NULL}
 };
 
@@ -1805,7 +1972,8 @@ int luaopen_telnyx_sim(lua_State *L) {
 
   luaL_newmetatable(L, TSIM_CLIENT_MT);
   lua_newtable(L); /* methods */
-  compat_setfuncs(L, client_methods, 0);
+  lua_pushvalue(L, 1);
+  compat_setfuncs(L, client_methods, 1); /* upvalue: the private cjson decode */
   for (i = 0; i < N_OPERATIONS; i++) {
     lua_pushinteger(L, (lua_Integer)i);
     lua_pushvalue(L, 1);
