@@ -175,6 +175,8 @@ static void push_error(lua_State *L, const char *kind, const char *fmt, ...) {
   lua_pushvfstring(L, fmt, ap);
   va_end(ap);
   lua_setfield(L, -2, "message");
+  lua_newtable(L); /* the API's error list, when a response brings one */
+  lua_setfield(L, -2, "errors");
 }
 
 static void set_string_field(lua_State *L, const char *key, const char *value) {

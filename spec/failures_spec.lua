@@ -1,0 +1,421 @@
+-- Failures never cost money or leak: the retry policy, timeouts, hostile
+-- servers, and the API key kept out of every error.
+local sim = require "telnyx.sim"
+local helpers = require "spec.support.helpers"
+local socket = require "socket"
+
+local KEY = "KEYfailures0123456789SECRET"
+local MAY_HAVE = "may have gone through: check the SIM card list before trying again"
+
+-- Every string reachable from an err table, to prove the key is in none.
+local function all_strings(t, out, seen)
+  out, seen = out or {}, seen or {}
+  if seen[t] then return out end
+  seen[t] = true
+  for k, v in pairs(t) do
+    if type(k) == "string" then out[#out + 1] = k end
+    if type(v) == "string" then out[#out + 1] = v
+    elseif type(v) == "table" then all_strings(v, out, seen) end
+  end
+  return out
+end
+
+local function assert_no_key(err)
+  assert.not_matches(KEY, tostring(err), 1, true)
+  for _, s in ipairs(all_strings(err)) do assert.not_matches(KEY, s, 1, true) end
+end
+
+local function free_port()
+  local s = assert(socket.bind("127.0.0.1", 0))
+  local _, port = s:getsockname()
+  s:close()
+  return port
+end
+
+describe("failures", function()
+  local stub, sleeps
+
+  local function new_client(opts)
+    local o = { api_key = KEY, base_url = stub.base_url, sleep = function(s) sleeps[#sleeps + 1] = s end }
+    for k, v in pairs(opts or {}) do o[k] = v end
+    return assert(sim.new(o))
+  end
+
+  local function count(path)
+    local n = 0
+    for _, r in ipairs(stub:requests()) do
+      if r.path == path then n = n + 1 end
+    end
+    return n
+  end
+  local PURCHASE, REGISTER = "/v2/actions/purchase/esims", "/v2/actions/register/sim_cards"
+
+  setup(function() stub = helpers.start_stub() end)
+  teardown(function() if stub then stub:stop() end end)
+  before_each(function()
+    stub:reset()
+    sleeps = {}
+  end)
+
+  describe("retry policy", function()
+    it("retries a refused connection, which provably sent nothing, for purchase too", function()
+      local c = assert(sim.new{ api_key = KEY, base_url = "http://127.0.0.1:" .. free_port() .. "/v2",
+        sleep = function(s) sleeps[#sleeps + 1] = s end })
+      local res, err = c:purchase_esims{ amount = 1 }
+      assert.is_nil(res)
+      assert.equal("connection", err.kind)
+      assert.equal(3, err.attempts)
+      assert.is_true(err.retryable)
+      assert.equal(2, #sleeps)
+      assert.matches("before the request was sent", err.message)
+      assert_no_key(err)
+    end)
+
+    for _, status in ipairs{ 408, 429 } do
+      it("retries " .. status .. " on purchase with the same Idempotency-Key", function()
+        local c = new_client()
+        stub:queue{ status = status, json = { errors = { helpers.api_error("x", "Slow down") } }, ["repeat"] = 2 }
+        local res = assert(c:purchase_esims{ amount = 2 })
+        assert.equal(2, #res.data)
+        local reqs = stub:requests()
+        assert.equal(3, #reqs)
+        assert.equal(reqs[1].headers["idempotency-key"], reqs[2].headers["idempotency-key"])
+        assert.equal(reqs[1].headers["idempotency-key"], reqs[3].headers["idempotency-key"])
+        assert.equal(reqs[1].body, reqs[3].body)
+        assert.equal(2, #sleeps)
+      end)
+    end
+
+    it("gives up after max_retries with attempts and the last error", function()
+      local c = new_client{ max_retries = 1 }
+      stub:queue{ status = 429, headers = { ["x-request-id"] = "rq-429" }, body = "", ["repeat"] = 5 }
+      local _, err = c:register_sim_cards{ registration_codes = { "1" } }
+      assert.equal("http", err.kind)
+      assert.equal(429, err.status)
+      assert.equal(2, err.attempts)
+      assert.is_true(err.retryable)
+      assert.equal("rq-429", err.request_id)
+      assert.equal(2, count(REGISTER))
+      -- and per call
+      stub:reset()
+      stub:queue{ status = 429, body = "", ["repeat"] = 5 }
+      _, err = c:register_sim_cards({ registration_codes = { "1" } }, { max_retries = 0 })
+      assert.equal(1, err.attempts)
+      assert.equal(1, count(REGISTER))
+    end)
+
+    it("backs off 0.5 s doubling to 8 s with up to 25 % jitter", function()
+      local c = new_client{ max_retries = 6 }
+      stub:queue{ status = 503, body = "", ["repeat"] = 7 }
+      local _, err = c:register_sim_cards{ registration_codes = { "1" } }
+      assert.equal(7, err.attempts)
+      local base = { 0.5, 1, 2, 4, 8, 8 }
+      assert.equal(6, #sleeps)
+      for i, b in ipairs(base) do
+        assert.is_true(sleeps[i] <= b and sleeps[i] >= b * 0.75, ("sleep %d = %s"):format(i, sleeps[i]))
+      end
+    end)
+
+    it("honours retry-after-ms, then Retry-After seconds, then an HTTP date, within 60 s", function()
+      local c = new_client{ max_retries = 5 }
+      local soon = os.date("!%a, %d %b %Y %H:%M:%S GMT", os.time() + 30)
+      stub:queue{
+        { status = 429, body = "", headers = { ["retry-after-ms"] = "150", ["retry-after"] = "7" } },
+        { status = 429, body = "", headers = { ["retry-after"] = "2" } },
+        { status = 429, body = "", headers = { ["retry-after"] = soon } },
+        { status = 429, body = "", headers = { ["retry-after"] = "600" } },  -- too long: ignored
+        { status = 429, body = "", headers = { ["retry-after"] = "0" } },    -- not > 0: ignored
+      }
+      assert(c:register_sim_cards{ registration_codes = { "1" } })
+      assert.equal(5, #sleeps)
+      assert.equal(0.15, sleeps[1])
+      assert.equal(2, sleeps[2])
+      assert.is_true(sleeps[3] > 20 and sleeps[3] <= 31, "HTTP date gave " .. sleeps[3])
+      assert.is_true(sleeps[4] <= 8 and sleeps[4] >= 3, "600 s ignored, back-off instead: " .. sleeps[4])
+      assert.is_true(sleeps[5] <= 16 and sleeps[5] >= 6)
+    end)
+
+    it("honours x-should-retry: false on a 429 and true on a purchase 500", function()
+      local c = new_client()
+      stub:queue{ status = 429, body = "", headers = { ["x-should-retry"] = "false" } }
+      local _, err = c:register_sim_cards{ registration_codes = { "1" } }
+      assert.equal(1, err.attempts)
+      assert.is_false(err.retryable)
+      stub:reset()
+      stub:queue{ status = 500, body = "", headers = { ["x-should-retry"] = "true" } }
+      assert(c:purchase_esims{ amount = 1 })
+      assert.equal(2, count(PURCHASE))
+    end)
+
+    for _, status in ipairs{ 500, 502, 503, 504 } do
+      it("never re-sends a purchase after a " .. status .. ", and says it may have gone through", function()
+        local c = new_client()
+        stub:queue{ status = status, headers = { ["x-request-id"] = "rq-" .. status },
+          json = { errors = { helpers.api_error("50000", "Internal error", "oops") } } }
+        local res, err = c:purchase_esims{ amount = 3 }
+        assert.is_nil(res)
+        assert.equal("http", err.kind)
+        assert.equal(status, err.status)
+        assert.is_false(err.retryable)
+        assert.equal(1, err.attempts)
+        assert.equal("rq-" .. status, err.request_id)
+        assert.matches(MAY_HAVE, err.message, 1, true)
+        assert.equal(1, count(PURCHASE))
+        assert.same({}, sleeps)
+      end)
+    end
+
+    it("retries a register 5xx, since registering twice registers once", function()
+      local c = new_client()
+      stub:queue{ status = 502, body = "<html>bad gateway</html>", headers = { ["content-type"] = "text/html" } }
+      local res = assert(c:register_sim_cards{ registration_codes = { "0000000001" } })
+      assert.equal(1, #res.data)
+      assert.equal(2, count(REGISTER))
+    end)
+
+    it("retries a purchase 5xx only when the caller opted in (client or call)", function()
+      local c = new_client{ retry_may_duplicate = true }
+      stub:queue{ status = 500, body = "" }
+      assert(c:purchase_esims{ amount = 1 })
+      assert.equal(2, count(PURCHASE))
+      stub:reset()
+      local plain = new_client()
+      stub:queue{ status = 500, body = "" }
+      assert(plain:purchase_esims({ amount = 1 }, { retry_may_duplicate = true }))
+      assert.equal(2, count(PURCHASE))
+      stub:reset()
+      c = new_client{ retry_may_duplicate = true }
+      stub:queue{ status = 500, body = "" }
+      local _, err = c:purchase_esims({ amount = 1 }, { retry_may_duplicate = false })
+      assert.equal(1, err.attempts)
+    end)
+
+    it("does not retry 4xx refusals", function()
+      for _, status in ipairs{ 400, 401, 403, 404, 409, 422 } do
+        local c = new_client()
+        stub:reset()
+        stub:queue{ status = status, headers = { ["x-request-id"] = "rq-" .. status },
+          json = { errors = { helpers.api_error(tostring(status), "Refused " .. status, "because") } } }
+        local _, err = c:purchase_esims{ amount = 1 }
+        assert.equal("http", err.kind)
+        assert.equal(status, err.status)
+        assert.is_false(err.retryable)
+        assert.equal(1, err.attempts)
+        assert.equal("rq-" .. status, err.request_id)
+        assert.same({ { code = tostring(status), title = "Refused " .. status, detail = "because" } }, err.errors)
+        assert.equal(("purchase_esims: HTTP %d: Refused %d: because"):format(status, status), err.message)
+        assert.equal(1, count(PURCHASE))
+        assert_no_key(err)
+      end
+    end)
+  end)
+
+  describe("connections that fail after the request was sent", function()
+    it("a purchase timeout is not retried; a register timeout is", function()
+      local c = new_client{ timeout = 0.5 }
+      stub:queue{ mode = "stall", duration = 10 }
+      local t0 = socket.gettime()
+      local _, err = c:purchase_esims{ amount = 1 }
+      local elapsed = socket.gettime() - t0
+      assert.equal("timeout", err.kind)
+      assert.is_false(err.retryable)
+      assert.equal(1, err.attempts)
+      assert.matches(MAY_HAVE, err.message, 1, true)
+      assert.is_true(elapsed >= 0.4 and elapsed < 5, "elapsed " .. elapsed)
+      assert.equal(1, count(PURCHASE))
+
+      stub:reset()
+      stub:queue{ mode = "stall", duration = 10 }
+      local res = assert(c:register_sim_cards{ registration_codes = { "1" } })
+      assert.equal(1, #res.data)
+      assert.equal(2, count(REGISTER))
+    end)
+
+    it("a connection reset after sending is not retried for purchase", function()
+      local c = new_client()
+      stub:queue{ mode = "reset" }
+      local _, err = c:purchase_esims{ amount = 1 }
+      assert.equal("connection", err.kind)
+      assert.is_false(err.retryable)
+      assert.equal(1, err.attempts)
+      assert.matches(MAY_HAVE, err.message, 1, true)
+      assert.equal(1, count(PURCHASE))
+    end)
+
+    it("a close mid-body is a connection error that keeps request_id", function()
+      local c = new_client()
+      stub:queue{ mode = "close_mid_body", status = 202, headers = { ["x-request-id"] = "rq-mid" },
+        json = { data = { helpers.sim_card(), helpers.sim_card() } } }
+      local _, err = c:purchase_esims{ amount = 2 }
+      assert.equal("connection", err.kind)
+      assert.equal("rq-mid", err.request_id)
+      assert.equal(1, count(PURCHASE))
+    end)
+
+    it("stops libcurl from re-sending a purchase on a fresh connection when a kept-alive one dies", function()
+      local c = new_client()
+      assert(c:purchase_esims{ amount = 1 })          -- opens the kept-alive connection
+      stub:queue{ mode = "close" }                     -- the next request is read, then the socket closes
+      local _, err = c:purchase_esims{ amount = 1 }
+      assert.equal("connection", err.kind)
+      assert.is_false(err.retryable)
+      assert.equal(1, err.attempts)
+      assert.equal(2, count(PURCHASE))                 -- the first call and one copy of the second: no third
+      -- register may be re-sent: libcurl's own resend is harmless there
+      stub:reset()
+      assert(c:register_sim_cards{ registration_codes = { "1" } })
+      stub:queue{ mode = "close" }
+      assert(c:register_sim_cards{ registration_codes = { "1" } })
+      assert.equal(3, count(REGISTER))
+    end)
+  end)
+
+  describe("timeouts and limits", function()
+    it("timeout holds against a server that accepts and then sends nothing", function()
+      local c = new_client{ timeout = 0.5, max_retries = 0 }
+      stub:queue{ mode = "stall_accept", duration = 10 }
+      local t0 = socket.gettime()
+      local _, err = c:register_sim_cards{ registration_codes = { "1" } }
+      assert.equal("timeout", err.kind)
+      assert.is_true(socket.gettime() - t0 < 5)
+    end)
+
+    it("timeout holds against a server that trickles a byte at a time forever", function()
+      local c = new_client{ max_retries = 0 }
+      stub:queue{ mode = "trickle", interval = 0.1, status = 202, json = { data = { helpers.sim_card() } } }
+      local t0 = socket.gettime()
+      local _, err = c:register_sim_cards({ registration_codes = { "1" } }, { timeout = 1 })
+      local elapsed = socket.gettime() - t0
+      assert.equal("timeout", err.kind)
+      assert.is_true(elapsed >= 0.9 and elapsed < 6, "elapsed " .. elapsed)
+    end)
+
+    it("a body over max_response_bytes is a clear error, not memory exhaustion", function()
+      local c = new_client{ max_response_bytes = 1024 * 1024 }
+      stub:queue{ mode = "huge", size = 64 * 1024 * 1024, headers = { ["x-request-id"] = "rq-huge" } }
+      local t0 = socket.gettime()
+      local _, err = c:register_sim_cards{ registration_codes = { "1" } }
+      assert.equal("decode", err.kind)
+      assert.matches("max_response_bytes", err.message)
+      assert.equal(202, err.status)
+      assert.equal("rq-huge", err.request_id)
+      assert.is_false(err.retryable)
+      assert.is_true(socket.gettime() - t0 < 10)
+    end)
+  end)
+
+  describe("hostile bodies", function()
+    local cases = {
+      { "an HTML 502 page from a proxy", { status = 502, body = "<html><body>Bad Gateway</body></html>",
+        headers = { ["content-type"] = "text/html", ["x-request-id"] = "rq-a" } },
+        "http", "HTTP 502 with a non%-JSON body %(text/html%)" },
+      { "JSON that is not an object", { status = 202, body = "[1,2,3]", headers = { ["x-request-id"] = "rq-a" } },
+        "decode", "not a JSON object" },
+      { "truncated JSON", { status = 202, body = '{"data":[{"id":"x"', headers = { ["x-request-id"] = "rq-a" } },
+        "decode", "could not be decoded" },
+      { "a 202 whose data is not an array", { status = 202, body = '{"data":"nope"}',
+        headers = { ["x-request-id"] = "rq-a" } }, "decode", "'data' or 'errors' that is not an array" },
+      { "a 202 whose data is an object", { status = 202, body = '{"data":{"id":"x"}}',
+        headers = { ["x-request-id"] = "rq-a" } }, "decode", "not an array" },
+      { "garbage bytes", { status = 202, body = "\0\1\2\255\254garbage", headers = { ["x-request-id"] = "rq-a" } },
+        "decode", "could not be decoded" },
+      { "NaN where JSON allows none", { status = 202, body = '{"data":[{"x":NaN}]}',
+        headers = { ["x-request-id"] = "rq-a" } }, "decode", "could not be decoded" },
+      { "a 3xx redirect", { status = 301, body = "", headers = { location = "https://evil.example/steal",
+        ["x-request-id"] = "rq-a" } }, "http", "redirects are not followed %(Location: https://evil.example/steal%)" },
+    }
+    for _, case in ipairs(cases) do
+      it(case[1], function()
+        local c = new_client()
+        stub:queue(case[2])
+        local res, err = c:purchase_esims{ amount = 1 }
+        assert.is_nil(res)
+        assert.equal(case[3], err.kind)
+        assert.matches(case[4], err.message)
+        assert.equal(case[2].status, err.status)
+        assert.equal("rq-a", err.request_id)
+        assert.is_false(err.retryable)
+        assert.equal(1, count(PURCHASE))
+        assert.same({}, err.errors)
+        assert_no_key(err)
+      end)
+    end
+
+    it("a successful purchase with an unreadable body says it was accepted", function()
+      local c = new_client()
+      stub:queue{ status = 202, body = "{oops" }
+      local _, err = c:purchase_esims{ amount = 1 }
+      assert.matches("the request was accepted: check the SIM card list", err.message, 1, true)
+    end)
+
+    it("raw garbage instead of HTTP is a connection error", function()
+      local c = new_client{ max_retries = 0 }
+      stub:queue{ mode = "raw", body = "SSH-2.0-OpenSSH\r\n\r\n" }
+      local _, err = c:register_sim_cards{ registration_codes = { "1" } }
+      assert.equal("connection", err.kind)
+    end)
+
+    it("a server echoing the API key gets it redacted everywhere in err", function()
+      local c = new_client()
+      stub:queue{ status = 422, headers = { ["x-request-id"] = "id-" .. KEY },
+        json = { errors = { helpers.api_error("1", "Bad key " .. KEY, "the key " .. KEY .. " is wrong",
+          nil, { echoed = KEY }) } } }
+      local _, err = c:purchase_esims{ amount = 1 }
+      assert_no_key(err)
+      assert.matches("[REDACTED]", err.message, 1, true)
+      assert.equal("the key [REDACTED] is wrong", err.errors[1].detail)
+    end)
+  end)
+
+  describe("TLS", function()
+    local dir, port, server_pid
+
+    setup(function()
+      dir = os.tmpname()
+      os.remove(dir)
+      assert(os.execute("mkdir -p " .. dir))
+      local ok = os.execute(("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost "
+        .. "-addext subjectAltName=IP:127.0.0.1,DNS:localhost -keyout %s/key.pem -out %s/cert.pem "
+        .. ">/dev/null 2>&1"):format(dir, dir))
+      assert(ok == true or ok == 0, "openssl could not make a certificate")
+      port = free_port()
+      assert(os.execute(("openssl s_server -quiet -accept 127.0.0.1:%d -cert %s/cert.pem -key %s/key.pem "
+        .. "-www </dev/null >/dev/null 2>&1 & echo $! > %s/pid"):format(port, dir, dir, dir)))
+      local f = assert(io.open(dir .. "/pid"))
+      server_pid = f:read("*l")
+      f:close()
+      for _ = 1, 100 do
+        local s = socket.connect("127.0.0.1", port)
+        if s then s:close() break end
+        socket.sleep(0.05)
+      end
+    end)
+
+    teardown(function()
+      if server_pid then os.execute("kill " .. server_pid .. " 2>/dev/null") end
+      if dir then os.execute("rm -rf " .. dir) end
+    end)
+
+    it("verifies the server's certificate and does not retry a failed verification", function()
+      local c = assert(sim.new{ api_key = KEY, base_url = "https://127.0.0.1:" .. port .. "/v2",
+        sleep = function(s) sleeps[#sleeps + 1] = s end })
+      local _, err = c:purchase_esims{ amount = 1 }
+      assert.equal("connection", err.kind)
+      assert.matches("before the request was sent", err.message)
+      assert.is_false(err.retryable)
+      assert.equal(1, err.attempts)
+      assert_no_key(err)
+    end)
+
+    it("trusts a private CA given as ca_file", function()
+      local c = assert(sim.new{ api_key = KEY, base_url = "https://127.0.0.1:" .. port .. "/v2",
+        ca_file = dir .. "/cert.pem", max_retries = 0, timeout = 2 })
+      local _, err = c:purchase_esims{ amount = 1 }
+      -- the handshake passed and the request went out: openssl's test server then
+      -- answers with a status page or not at all, never SIM cards
+      assert.not_matches("before the request was sent", err.message)
+      assert.is_not_nil(err.kind)
+      assert_no_key(err)
+    end)
+  end)
+end)
