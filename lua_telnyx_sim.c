@@ -1209,6 +1209,17 @@ static int setup_curl(struct client *c) {
   return 1;
 }
 
+/* Header lists hold the Authorization line, so wipe before freeing. */
+static void free_headers_wiped(struct curl_slist **list) {
+  struct curl_slist *h;
+  for (h = *list; h != NULL; h = h->next) {
+    volatile char *v = h->data;
+    while (*v) *v++ = '\0';
+  }
+  curl_slist_free_all(*list);
+  *list = NULL;
+}
+
 static struct curl_slist *slist_add(struct curl_slist *list, const char *line, int *ok) {
   struct curl_slist *next;
   if (!*ok) return list;
@@ -1223,8 +1234,7 @@ static int build_call_headers(lua_State *L, struct client *c, const char *idempo
                               int headers_idx) {
   struct curl_slist *h;
   int ok = 1;
-  curl_slist_free_all(c->call_headers);
-  c->call_headers = NULL;
+  free_headers_wiped(&c->call_headers);
   if (idempotency_key == NULL && headers_idx == 0) return 1;
   for (h = c->base_headers; h != NULL; h = h->next) c->call_headers = slist_add(c->call_headers, h->data, &ok);
   if (idempotency_key != NULL) {
@@ -1347,17 +1357,8 @@ static void wipe_free(char *s) {
 static void release_client(lua_State *L, struct client *c) {
   if (c->curl != NULL) curl_easy_cleanup(c->curl);
   c->curl = NULL;
-  curl_slist_free_all(c->call_headers);
-  c->call_headers = NULL;
-  if (c->base_headers != NULL) { /* the Authorization line holds the key */
-    struct curl_slist *h;
-    for (h = c->base_headers; h != NULL; h = h->next) {
-      volatile char *v = h->data;
-      while (*v) *v++ = '\0';
-    }
-    curl_slist_free_all(c->base_headers);
-    c->base_headers = NULL;
-  }
+  free_headers_wiped(&c->call_headers);
+  free_headers_wiped(&c->base_headers);
   wipe_free(c->api_key);
   c->api_key = NULL;
   free(c->base_url); c->base_url = NULL;
@@ -1775,6 +1776,10 @@ static int call_operation(lua_State *L) {
     if (!v.retryable || attempt > o.max_retries) break;
     lua_pop(L, 1);
     pause_for(L, c, v.delay);
+    if (c->closed) { /* the sleep function closed the client */
+      push_error(L, "config", "%s: the client was closed while waiting to retry", op->name);
+      break;
+    }
   }
   finish_error(L, c, attempt);
   return return_error(L);

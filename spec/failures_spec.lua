@@ -190,6 +190,16 @@ describe("failures", function()
       assert.equal(1, err.attempts)
     end)
 
+    it("stops cleanly when the sleep function closes the client", function()
+      local c
+      c = new_client{ sleep = function() c:close() end }
+      stub:queue{ status = 429, body = "", ["repeat"] = 3 }
+      local _, err = c:register_sim_cards{ registration_codes = { "1" } }
+      assert.equal("config", err.kind)
+      assert.matches("closed while waiting to retry", err.message)
+      assert.equal(1, count(REGISTER))
+    end)
+
     it("does not retry 4xx refusals", function()
       for _, status in ipairs{ 400, 401, 403, 404, 409, 422 } do
         local c = new_client()
