@@ -28,6 +28,9 @@
 #include <time.h>
 #include <unistd.h>
 #include <fcntl.h>
+#ifdef __linux__
+#include <sys/random.h>
+#endif
 
 #include <curl/curl.h>
 
@@ -675,31 +678,59 @@ static void build_url(lua_State *L, struct strbuf *b, const char *base_url,
   }
 }
 
-/* A random UUIDv4, for Idempotency-Key. */
+/* Random bytes from the kernel: getrandom where there is one. */
 static int random_bytes(unsigned char *out, size_t n) {
   size_t got = 0;
-  int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;
+#ifdef __linux__
   while (got < n) {
-    ssize_t r = read(fd, out + got, n - got);
-    if (r <= 0) {
-      if (r < 0 && errno == EINTR) continue;
-      break;
-    }
+    ssize_t r = getrandom(out + got, n - got, 0);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
     got += (size_t)r;
   }
-  close(fd);
+  if (got == n) return 1;
+#endif
+  {
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    while (got < n) {
+      ssize_t r = read(fd, out + got, n - got);
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) break;
+      got += (size_t)r;
+    }
+    close(fd);
+  }
   return got == n;
 }
 
-static int format_uuid4(char out[37]) {
+/* A client draws its Idempotency-Keys from a pool: one system call per
+ * 32 purchases rather than one per purchase. */
+struct random_pool {
+  unsigned char bytes[512];
+  size_t left;
+};
+
+/* A random UUIDv4. */
+static int format_uuid4(struct random_pool *pool, char out[37]) {
+  static const char hex[] = "0123456789abcdef";
   unsigned char u[16];
-  if (!random_bytes(u, sizeof u)) return 0;
+  size_t i, o = 0;
+  if (pool->left < sizeof u) {
+    if (!random_bytes(pool->bytes, sizeof pool->bytes)) return 0;
+    pool->left = sizeof pool->bytes;
+  }
+  pool->left -= sizeof u;
+  memcpy(u, pool->bytes + pool->left, sizeof u);
+  memset(pool->bytes + pool->left, 0, sizeof u); /* a used key is not kept */
   u[6] = (unsigned char)((u[6] & 0x0F) | 0x40);
   u[8] = (unsigned char)((u[8] & 0x3F) | 0x80);
-  snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-           u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13],
-           u[14], u[15]);
+  for (i = 0; i < sizeof u; i++) {
+    if (i == 4 || i == 6 || i == 8 || i == 10) out[o++] = '-';
+    out[o++] = hex[u[i] >> 4];
+    out[o++] = hex[u[i] & 15];
+  }
+  out[o] = '\0';
   return 1;
 }
 
@@ -1108,6 +1139,7 @@ struct client {
   int resend_ok;                   /* retry_may_duplicate */
   size_t max_response_bytes;
   int sleep_ref;                   /* registry ref of a sleep(seconds) function, or LUA_NOREF */
+  struct random_pool random;
   int closed;
   /* state of the attempt in flight; callbacks write only here */
   struct strbuf scratch;           /* request bodies and URLs are built here */
@@ -1697,7 +1729,7 @@ static int read_call_opts(lua_State *L, struct client *c, const struct operation
   if (op->resend == RESEND_NEVER) {
     char uuid[37];
     lua_pop(L, 1);
-    if (!format_uuid4(uuid)) {
+    if (!format_uuid4(&c->random, uuid)) {
       push_error(L, "config", "%s: could not read random bytes for the Idempotency-Key", op->name);
       return 0;
     }
