@@ -1,0 +1,185 @@
+-- The two I/O-free halves a transport outside C builds on: client:request
+-- (validate + build) and client:interpret (response -> res / err / retry_in).
+local sim = require "telnyx.sim"
+local helpers = require "spec.support.helpers"
+
+local KEY = "KEYhalves0123456789"
+local BASE = "https://api.example.test/v2"
+
+describe("client:request", function()
+  local client
+  before_each(function() client = assert(sim.new{ api_key = KEY, base_url = BASE, timeout = 7, max_retries = 3 }) end)
+
+  it("builds the exact request the libcurl path sends", function()
+    local req = assert(client:request("purchase_esims", { amount = 4, tags = {} }, { headers = { ["X-Trace"] = "t" } }))
+    local key = req.headers["Idempotency-Key"]
+    assert.matches("^%x+%-%x+%-4%x+%-[89ab]%x+%-%x+$", key)
+    assert.same({
+      operation = "purchase_esims",
+      method = "POST",
+      url = BASE .. "/actions/purchase/esims",
+      body = '{"amount":4,"tags":[]}',
+      timeout = 7,
+      max_retries = 3,
+      retry_may_duplicate = false,
+      headers = {
+        ["Content-Type"] = "application/json",
+        ["Accept"] = "application/json",
+        ["Authorization"] = "Bearer " .. KEY,
+        ["User-Agent"] = client:request("register_sim_cards", { registration_codes = { "1" } }).headers["User-Agent"],
+        ["Idempotency-Key"] = key,
+        ["X-Trace"] = "t",
+      },
+    }, req)
+  end)
+
+  it("sends no Idempotency-Key for register unless asked, and honours per-call options", function()
+    local req = assert(client:request("register_sim_cards", { registration_codes = { "1" } },
+      { timeout = 2, max_retries = 0, idempotency_key = "mine", retry_may_duplicate = true }))
+    assert.equal("mine", req.headers["Idempotency-Key"])
+    assert.equal(2, req.timeout)
+    assert.equal(0, req.max_retries)
+    assert.is_true(req.retry_may_duplicate)
+    req = assert(client:request("register_sim_cards", { registration_codes = { "1" } }))
+    assert.is_nil(req.headers["Idempotency-Key"])
+  end)
+
+  it("refuses bad params with the same errors as the calls", function()
+    local req, err = client:request("purchase_esims", { amount = 0 })
+    assert.is_nil(req)
+    assert.equal("invalid_params", err.kind)
+    assert.equal("amount", err.field)
+    local _, err2 = client:purchase_esims{ amount = 0 }
+    assert.equal(err.message, err2.message)
+  end)
+
+  it("raises on an unknown operation name", function()
+    assert.error_matches(function() client:request("buy_everything", {}) end, "not an operation name")
+  end)
+end)
+
+describe("client:interpret", function()
+  local client, req, reg
+  before_each(function()
+    client = assert(sim.new{ api_key = KEY, base_url = BASE, max_retries = 2, max_response_bytes = 2048 })
+    req = assert(client:request("purchase_esims", { amount = 1 }))
+    reg = assert(client:request("register_sim_cards", { registration_codes = { "1" } }))
+  end)
+
+  it("turns a 202 into res", function()
+    local body = helpers.encode{ data = { helpers.sim_card{ id = "c1" } }, errors = helpers.empty_array }
+    local res, err = client:interpret(req, { status = 202, headers = {}, body = body })
+    assert.is_nil(err)
+    assert.equal("c1", res.data[1].id)
+    assert.is_nil(res.data[1].eid)
+    assert.same({}, res.errors)
+  end)
+
+  it("reads headers in any case, and lists of values by their first", function()
+    local _, err = client:interpret(req, { status = 429, headers = { ["Retry-After"] = { "3", "9" },
+      ["X-REQUEST-ID"] = "rq" }, body = "" })
+    assert.equal("rq", err.request_id)
+    assert.equal(3, err.retry_after)
+  end)
+
+  it("says when and how long to wait before a retry, up to max_retries", function()
+    local _, err, retry_in = client:interpret(req, { status = 429, headers = { ["retry-after"] = "2" }, body = "" }, 1)
+    assert.equal(2, retry_in)
+    assert.equal(1, err.attempts)
+    _, err, retry_in = client:interpret(req, { status = 429, headers = {}, body = "" }, 3)
+    assert.is_nil(retry_in)
+    assert.is_true(err.retryable)
+    assert.equal(3, err.attempts)
+  end)
+
+  it("never asks to re-send a purchase that may have arrived", function()
+    for _, reply in ipairs{ { status = 500, body = "" }, { failure = "timeout" }, { failure = "broken" } } do
+      local _, err, retry_in = client:interpret(req, reply, 1)
+      assert.is_nil(retry_in)
+      assert.is_false(err.retryable)
+      assert.matches("may have gone through", err.message)
+      _, err, retry_in = client:interpret(reg, reply, 1)
+      assert.is_number(retry_in)
+      assert.is_true(err.retryable)
+    end
+  end)
+
+  it("maps each failure to its kind", function()
+    local cases = {
+      { { failure = "not_sent", message = "refused" }, "connection", true },
+      { { failure = "connect_timeout" }, "timeout", true },
+      { { failure = "timeout" }, "timeout", false },
+      { { failure = "broken", message = "reset" }, "connection", false },
+      { { failure = "too_large" }, "decode", false },
+      { { status = 202, body = string.rep("x", 4096) }, "decode", false },
+    }
+    for _, case in ipairs(cases) do
+      local _, err = client:interpret(req, case[1], 1)
+      assert.equal(case[2], err.kind)
+      assert.equal(case[3], err.retryable)
+    end
+  end)
+
+  it("raises on a malformed reply", function()
+    assert.error_matches(function() client:interpret(req, {}) end, "needs a status")
+    assert.error_matches(function() client:interpret(req, { failure = "gone" }) end, "invalid option 'gone'")
+  end)
+
+  describe("agrees with the libcurl path", function()
+    local stub
+    setup(function() stub = helpers.start_stub() end)
+    teardown(function() stub:stop() end)
+
+    local replies = {
+      { status = 422, json = { errors = { helpers.api_error("1", "Bad", "worse", "/amount") } } },
+      { status = 401, body = "" },
+      { status = 503, body = "<html>", headers = { ["content-type"] = "text/html" } },
+      { status = 202, body = "[1]" },
+      { status = 301, body = "", headers = { location = "https://x.test/" } },
+    }
+    for i, reply in ipairs(replies) do
+      it("on reply #" .. i, function()
+        local c = assert(sim.new{ api_key = KEY, base_url = stub.base_url, max_retries = 0 })
+        stub:reset()
+        reply.headers = reply.headers or {}
+        reply.headers["x-request-id"] = "same-id"
+        stub:queue(reply)
+        local _, curl_err = c:purchase_esims{ amount = 1 }
+        local body = reply.body or helpers.encode(reply.json)
+        local r = assert(c:request("purchase_esims", { amount = 1 }))
+        local _, half_err = c:interpret(r, { status = reply.status, headers = reply.headers, body = body }, 1)
+        for _, field in ipairs{ "kind", "message", "status", "request_id", "retryable", "attempts" } do
+          assert.equal(curl_err[field], half_err[field], field)
+        end
+        assert.same(curl_err.errors, half_err.errors)
+      end)
+    end
+  end)
+end)
+
+describe("the module", function()
+  it("can be opened again (curl_global_init runs once) and both copies work", function()
+    local first = require "telnyx.sim"
+    package.loaded["telnyx.sim"] = nil
+    local second = require "telnyx.sim"
+    assert.not_equal(first, second)
+    local c = assert(second.new{ api_key = "k", base_url = BASE })
+    assert.truthy(c:request("purchase_esims", { amount = 1 }))
+    assert.truthy(assert(first.new{ api_key = "k", base_url = BASE }):request("purchase_esims", { amount = 1 }))
+  end)
+
+  if _VERSION == "Lua 5.4" then
+    it("closes a client held in a to-be-closed variable", function()
+      local chunk = assert(load([[
+        local sim = ...
+        local outer
+        do
+          local c <close> = assert(sim.new{ api_key = "k", base_url = "https://api.example.test/v2" })
+          outer = c
+        end
+        return tostring(outer)
+      ]]))
+      assert.equal("telnyx.sim.client (closed)", chunk(sim))
+    end)
+  end
+end)
