@@ -47,7 +47,12 @@ describe_rock("luarocks make", function()
 
     local script = ([[
       local sim = require "telnyx.sim"
-      local where = package.searchpath("telnyx.sim", package.cpath)
+      local where
+      for pattern in package.cpath:gmatch("[^;]+") do
+        local file = pattern:gsub("[?]", "telnyx/sim")
+        local f = io.open(file)
+        if f then f:close() where = file break end
+      end
       local c = assert(sim.new{ api_key = "rock-key", base_url = %q })
       local res = assert(c:purchase_esims{ amount = 2 })
       io.write(where, "\n", #res.data, " ", res.data[1].type, " ", tostring(res.data[1].eid), "\n")
