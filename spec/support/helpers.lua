@@ -12,6 +12,7 @@
 
 local socket = require "socket"
 local cjson = require("cjson").new()
+local fixtures = require "spec.support.fixtures"
 
 local helpers = {}
 
@@ -59,23 +60,10 @@ end
 -- Payload builders
 ---------------------------------------------------------------------------
 
-local HEX = "0123456789abcdef"
-local function hex(n)
-  local t = {}
-  for i = 1, n do
-    local r = math.random(1, 16)
-    t[i] = HEX:sub(r, r)
-  end
-  return table.concat(t)
-end
-
 --- A random UUID v4 string.
-function helpers.uuid()
-  local v = math.random(1, 4)
-  return hex(8) .. "-" .. hex(4) .. "-4" .. hex(3) .. "-" .. ("89ab"):sub(v, v) .. hex(3) .. "-" .. hex(12)
-end
+helpers.uuid = fixtures.uuid4
 
-helpers.default_sim_card_group_id = "6a09cdc3-8948-47f0-aa62-74ac943d6c58"
+helpers.default_sim_card_group_id = fixtures.DEFAULT_GROUP_ID
 
 local card_counter = 0
 
@@ -86,33 +74,8 @@ local card_counter = 0
 function helpers.sim_card(overrides)
   overrides = overrides or {}
   card_counter = card_counter + 1
-  local n = card_counter % 10000
-  local kind = overrides.type or "esim"
-  local stamp = os.date("!%Y-%m-%dT%H:%M:%S") .. ".000Z"
-  local card = {
-    id = helpers.uuid(),
-    record_type = "sim_card",
-    iccid = string.format("89310410106543%06d", n),
-    imsi = string.format("08193221482%04d", n),
-    msisdn = string.format("+1310997%04d", n),
-    type = kind,
-    status = {
-      value = "enabled",
-      reason = "The SIM card is active, ready to connect to networks and consume data.",
-    },
-    tags = helpers.empty_array,
-    sim_card_group_id = helpers.default_sim_card_group_id,
-    eid = helpers.null,
-    esim_installation_status = (kind == "esim") and "released" or helpers.null,
-    authorized_imeis = helpers.null,
-    actions_in_progress = false,
-    data_limit = { amount = "2048.0", unit = "MB" },
-    current_billing_period_consumed_data = { amount = "0.0", unit = "MB" },
-    resources_with_in_progress_actions = helpers.empty_array,
-    version = "4.3",
-    voice_enabled = false,
-    created_at = stamp,
-    updated_at = stamp,
+  local card = fixtures.sim_card{
+    n = card_counter % 10000, kind = overrides.type, null = helpers.null, empty_array = helpers.empty_array,
   }
   for k, v in pairs(overrides) do
     if v == helpers.absent then card[k] = nil else card[k] = v end

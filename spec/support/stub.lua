@@ -12,8 +12,12 @@
 -- connection; coroutines yield (read socket, write socket, deadline) triples.
 -- Needs only luasocket and lua-cjson; works with Lua 5.1 to 5.4.
 
+-- fixtures.lua sits beside this script, wherever the stub is started from
+package.path = (arg and arg[0] and arg[0]:match("^(.*)/[^/]+$") or ".") .. "/?.lua;" .. package.path
+
 local socket = require "socket"
 local cjson = require("cjson").new()
+local fixtures = require "fixtures"
 
 local null = cjson.null
 local unpack = table.unpack or unpack -- luacheck: ignore 143
@@ -147,65 +151,19 @@ end
 -- Ids, timestamps, SIM cards
 ---------------------------------------------------------------------------
 
-local HEX = "0123456789abcdef"
-local function hex(n)
-  local t = {}
-  for i = 1, n do
-    local r = math.random(1, 16)
-    t[i] = HEX:sub(r, r)
-  end
-  return table.concat(t)
-end
-
-local function uuid4()
-  local variant = ("89ab"):sub(math.random(1, 4)):sub(1, 1)
-  return hex(8) .. "-" .. hex(4) .. "-4" .. hex(3) .. "-" .. variant .. hex(3) .. "-" .. hex(12)
-end
-
-local function iso8601(t)
-  return os.date("!%Y-%m-%dT%H:%M:%S", t or os.time()) .. ".000Z"
-end
-
-local DEFAULT_GROUP_ID = "6a09cdc3-8948-47f0-aa62-74ac943d6c58"
-local STATUS_REASONS = {
-  enabled = "The SIM card is active, ready to connect to networks and consume data.",
-  disabled = "The SIM card has been disabled. It can't connect to networks or consume data.",
-  standby = "The SIM card is in standby. It can't consume data until it is enabled.",
-}
+local uuid4 = fixtures.uuid4
 
 local card_counter = 0
 local function sim_card(kind, req)
   card_counter = card_counter + 1
-  local n = card_counter
-  local status = (type(req.status) == "string" and req.status) or "enabled"
-  local tags = EMPTY_ARRAY
-  if type(req.tags) == "table" then tags = array_or_empty(req.tags) end
-  local stamp = iso8601()
-  return {
-    id = uuid4(),
-    record_type = "sim_card",
-    iccid = string.format("89310410106543%06d", n),
-    imsi = string.format("08193221482%04d", n % 10000), -- 15 digits, leading zero
-    msisdn = string.format("+1310997%04d", n % 10000),
-    type = kind,
-    status = {
-      value = status,
-      reason = STATUS_REASONS[status] or "The SIM card status was set by the request.",
-    },
-    tags = tags,
-    sim_card_group_id = (type(req.sim_card_group_id) == "string" and req.sim_card_group_id)
-      or DEFAULT_GROUP_ID,
-    eid = null,
-    esim_installation_status = (kind == "esim") and "released" or null,
-    authorized_imeis = null,
-    actions_in_progress = false,
-    data_limit = { amount = "2048.0", unit = "MB" },
-    current_billing_period_consumed_data = { amount = "0.0", unit = "MB" },
-    resources_with_in_progress_actions = EMPTY_ARRAY,
-    version = "4.3",
-    voice_enabled = false,
-    created_at = stamp,
-    updated_at = stamp,
+  return fixtures.sim_card{
+    n = card_counter,
+    kind = kind,
+    status = type(req.status) == "string" and req.status or nil,
+    tags = type(req.tags) == "table" and array_or_empty(req.tags) or nil,
+    group_id = type(req.sim_card_group_id) == "string" and req.sim_card_group_id or nil,
+    null = null,
+    empty_array = EMPTY_ARRAY,
   }
 end
 
