@@ -198,6 +198,20 @@ static void set_bool_field(lua_State *L, const char *key, int value) {
   lua_setfield(L, -2, key);
 }
 
+/* Pushes "a, b, c" (each in `quote` marks) for a NULL-terminated name list. */
+static void push_joined(lua_State *L, const char *const *names, const char *quote) {
+  luaL_Buffer b;
+  const char *const *n;
+  luaL_buffinit(L, &b);
+  for (n = names; *n != NULL; n++) {
+    if (n != names) luaL_addstring(&b, ", ");
+    luaL_addstring(&b, quote);
+    luaL_addstring(&b, *n);
+    luaL_addstring(&b, quote);
+  }
+  luaL_pushresult(&b);
+}
+
 /* Returns nil, err (err already on top). */
 static int return_error(lua_State *L) {
   lua_pushnil(L);
@@ -305,21 +319,9 @@ static void push_param_error(lua_State *L, const struct operation *op, const cha
 
 static int push_enum_error(lua_State *L, const struct operation *op, const struct param_rule *r,
                            const char *detail) {
-  luaL_Buffer b;
-  const char *const *c;
-  luaL_buffinit(L, &b);
-  for (c = r->choices; *c != NULL; c++) {
-    if (c != r->choices) luaL_addstring(&b, ", ");
-    luaL_addchar(&b, '"');
-    luaL_addstring(&b, *c);
-    luaL_addchar(&b, '"');
-  }
-  luaL_pushresult(&b);
-  {
-    const char *choices = lua_tostring(L, -1);
-    push_error(L, "invalid_params", "%s: '%s' must be one of %s (%s)", op->name, r->name, choices,
-               detail);
-  }
+  push_joined(L, r->choices, "\"");
+  push_error(L, "invalid_params", "%s: '%s' must be one of %s (%s)", op->name, r->name,
+             lua_tostring(L, -1), detail);
   set_string_field(L, "field", r->name);
   lua_remove(L, -2);
   return 0;
@@ -1434,14 +1436,7 @@ static void check_option_names(lua_State *L, int idx, const char *const *known, 
   while (lua_next(L, idx) != 0) {
     lua_pop(L, 1);
     if (lua_type(L, -1) != LUA_TSTRING || !in_list(known, lua_tostring(L, -1))) {
-      luaL_Buffer b;
-      const char *const *k;
-      luaL_buffinit(L, &b);
-      for (k = known; *k != NULL; k++) {
-        if (k != known) luaL_addstring(&b, ", ");
-        luaL_addstring(&b, *k);
-      }
-      luaL_pushresult(&b);
+      push_joined(L, known, "");
       luaL_error(L, "%s: unknown option '%s' (known options: %s)", who,
                  lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : luaL_typename(L, -2),
                  lua_tostring(L, -1));
@@ -1680,10 +1675,12 @@ static int read_call_opts(lua_State *L, struct client *c, const struct operation
     while (lua_next(L, idx) != 0) {
       lua_pop(L, 1);
       if (lua_type(L, -1) != LUA_TSTRING || !in_list(call_options, lua_tostring(L, -1))) {
-        push_error(L, "invalid_params", "%s: unknown option '%s' (known options: timeout, "
-                   "max_retries, idempotency_key, headers, retry_may_duplicate)", op->name,
-                   lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : luaL_typename(L, -1));
-        lua_remove(L, -2);
+        push_joined(L, call_options, "");
+        push_error(L, "invalid_params", "%s: unknown option '%s' (known options: %s)", op->name,
+                   lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : luaL_typename(L, -2),
+                   lua_tostring(L, -1));
+        lua_replace(L, -3);
+        lua_pop(L, 1);
         return 0;
       }
     }
