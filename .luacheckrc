@@ -22,3 +22,8 @@ files["telnyx/sim/"] = {
 files["examples/openresty/"] = {
   std = "max+ngx_lua",
 }
+
+-- The handlers of the nginx that spec/openresty_spec.lua starts.
+files["spec/support/openresty_app.lua"] = {
+  std = "max+ngx_lua",
+}

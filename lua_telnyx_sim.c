@@ -476,7 +476,7 @@ static int validate_params(lua_State *L, const struct operation *op, int idx) {
       return 0;
     }
     name = lua_tostring(L, -2);
-    r = find_rule(op, name);
+    r = strlen(name) == compat_rawlen(L, -2) ? find_rule(op, name) : NULL; /* "tags\0x" is no "tags" */
     if (r == NULL) {
       push_unknown_field_error(L, op, name);
       lua_replace(L, -3);
@@ -1435,7 +1435,8 @@ static void check_option_names(lua_State *L, int idx, const char *const *known, 
   lua_pushnil(L);
   while (lua_next(L, idx) != 0) {
     lua_pop(L, 1);
-    if (lua_type(L, -1) != LUA_TSTRING || !in_list(known, lua_tostring(L, -1))) {
+    if (lua_type(L, -1) != LUA_TSTRING || strlen(lua_tostring(L, -1)) != compat_rawlen(L, -1) ||
+        !in_list(known, lua_tostring(L, -1))) {
       push_joined(L, known, "");
       luaL_error(L, "%s: unknown option '%s' (known options: %s)", who,
                  lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : luaL_typename(L, -2),
@@ -1674,7 +1675,8 @@ static int read_call_opts(lua_State *L, struct client *c, const struct operation
     lua_pushnil(L);
     while (lua_next(L, idx) != 0) {
       lua_pop(L, 1);
-      if (lua_type(L, -1) != LUA_TSTRING || !in_list(call_options, lua_tostring(L, -1))) {
+      if (lua_type(L, -1) != LUA_TSTRING || strlen(lua_tostring(L, -1)) != compat_rawlen(L, -1) ||
+          !in_list(call_options, lua_tostring(L, -1))) {
         push_joined(L, call_options, "");
         push_error(L, "invalid_params", "%s: unknown option '%s' (known options: %s)", op->name,
                    lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : luaL_typename(L, -2),
@@ -1735,22 +1737,70 @@ static int read_call_opts(lua_State *L, struct client *c, const struct operation
   return 1;
 }
 
-/* Replaces the API key in every string of the err table at the top. */
+/* Where key (n bytes) first occurs in s (len bytes), NULs included, or NULL. */
+static const char *find_bytes(const char *s, size_t len, const char *key, size_t n) {
+  size_t i;
+  for (i = 0; n > 0 && i + n <= len; i++)
+    if (s[i] == key[0] && memcmp(s + i, key, n) == 0) return s + i;
+  return NULL;
+}
+
+/* Pushes the string at idx with every copy of key replaced by [REDACTED];
+ * returns 0 (pushing nothing) when it holds none or is not a string. */
+static int push_redacted(lua_State *L, int idx, const char *key) {
+  size_t len, n = strlen(key);
+  const char *s, *hit;
+  luaL_Buffer b;
+  if (lua_type(L, idx) != LUA_TSTRING) return 0;
+  s = lua_tolstring(L, idx, &len);
+  if (find_bytes(s, len, key, n) == NULL) return 0;
+  luaL_buffinit(L, &b);
+  while ((hit = find_bytes(s, len, key, n)) != NULL) {
+    luaL_addlstring(&b, s, (size_t)(hit - s));
+    luaL_addstring(&b, "[REDACTED]");
+    len -= (size_t)(hit - s) + n;
+    s = hit + n;
+  }
+  luaL_addlstring(&b, s, len);
+  luaL_pushresult(&b);
+  return 1;
+}
+
+/* Replaces the API key in every string of the err table at t, keys too and
+ * at any depth (a server's error list is decoded JSON: strings may hold NULs,
+ * nesting goes as deep as cjson decodes). */
 static void redact_strings(lua_State *L, int t, const char *key, int depth) {
-  if (depth > 8) return;
+  int list, moved = 0, i;
+  if (depth > 2000) return; /* deeper than cjson decodes: cannot happen */
+  luaL_checkstack(L, 8, NULL);
+  lua_newtable(L); /* keys holding the key: renamed after the walk, as a table */
+  list = lua_gettop(L); /* cannot gain keys while lua_next walks it */
   lua_pushnil(L);
   while (lua_next(L, t) != 0) {
-    if (lua_type(L, -1) == LUA_TSTRING && strstr(lua_tostring(L, -1), key) != NULL) {
-      luaL_gsub(L, lua_tostring(L, -1), key, "[REDACTED]");
+    if (push_redacted(L, -1, key)) {
       lua_pushvalue(L, -3);
       lua_insert(L, -2);
       lua_rawset(L, t);
     } else if (lua_type(L, -1) == LUA_TTABLE) {
-      luaL_checkstack(L, 4, NULL);
       redact_strings(L, lua_gettop(L), key, depth + 1);
     }
     lua_pop(L, 1);
+    if (push_redacted(L, -1, key)) {
+      lua_pop(L, 1);
+      lua_pushvalue(L, -1);
+      lua_rawseti(L, list, ++moved);
+    }
   }
+  for (i = 1; i <= moved; i++) {
+    lua_rawgeti(L, list, i);     /* old key */
+    push_redacted(L, -1, key);   /* new key */
+    lua_pushvalue(L, -2);
+    lua_rawget(L, t);            /* value */
+    lua_rawset(L, t);            /* t[new] = value */
+    lua_pushnil(L);
+    lua_rawset(L, t);            /* t[old] = nil */
+  }
+  lua_pop(L, 1);
 }
 
 /* Validates and builds a call from params at 2 and opts at 3. On success
@@ -1814,6 +1864,25 @@ static int call_operation(lua_State *L) {
   return return_error(L);
 }
 
+/* sim.error(kind, message [, fields]) -> err: for Lua transports and adapters
+ * whose own failures should look like every other err. */
+static int sim_error(lua_State *L) {
+  const char *kind = luaL_checkstring(L, 1);
+  const char *message = luaL_checkstring(L, 2);
+  if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
+  lua_settop(L, 3);
+  push_error(L, kind, "%s", message);
+  if (lua_istable(L, 3)) {
+    lua_pushnil(L);
+    while (lua_next(L, 3) != 0) {
+      lua_pushvalue(L, -2);
+      lua_insert(L, -2);
+      lua_rawset(L, 4);
+    }
+  }
+  return 1;
+}
+
 /* --- the two I/O-free halves, for transports that live outside C --- */
 
 static const struct operation *find_operation(const char *name) {
@@ -1842,8 +1911,8 @@ static void set_header(lua_State *L, const char *line) {
 
 /*
  * client:request(operation, params [, opts]) -> req | nil, err
- * req = { operation, method, url, headers = {name = value}, body, timeout,
- *         max_retries, retry_may_duplicate }: what to send, checked and built.
+ * req = { operation, method, url, path, headers = {name = value}, body, timeout,
+ *         connect_timeout, max_retries, retry_may_duplicate }: what to send, checked and built.
  */
 static int client_request(lua_State *L) {
   struct client *c = check_client(L, 1);
@@ -1860,6 +1929,10 @@ static int client_request(lua_State *L) {
   set_string_field(L, "method", op->method);
   lua_pushvalue(L, top - 1);
   lua_setfield(L, -2, "url");
+  lua_pushstring(L, lua_tostring(L, top - 1) + strlen(c->base_url)); /* for proxies that own base_url */
+  lua_setfield(L, -2, "path");
+  lua_pushnumber(L, c->connect_timeout);
+  lua_setfield(L, -2, "connect_timeout");
   lua_pushvalue(L, top);
   lua_setfield(L, -2, "body");
   lua_pushnumber(L, o.timeout);
@@ -1933,7 +2006,12 @@ static int client_interpret(lua_State *L) {
   lua_getfield(L, 2, "retry_may_duplicate");
   resend_ok = lua_toboolean(L, -1);
   lua_getfield(L, 2, "max_retries");
-  max_retries = lua_type(L, -1) == LUA_TNUMBER ? (int)lua_tonumber(L, -1) : c->max_retries;
+  if (lua_type(L, -1) == LUA_TNUMBER) { /* a caller's req may hold anything: no UB cast of NaN or 1e300 */
+    double d = (double)lua_tonumber(L, -1);
+    max_retries = d >= 0 ? (d < MAX_RETRIES_LIMIT ? (int)d : MAX_RETRIES_LIMIT) : 0;
+  } else {
+    max_retries = c->max_retries;
+  }
   lua_getfield(L, 3, "headers");   /* 8 */
   lua_getfield(L, 3, "body");      /* 9 */
   lua_getfield(L, 3, "failure");   /* 10 */
@@ -1943,7 +2021,10 @@ static int client_interpret(lua_State *L) {
   a.body = lua_isstring(L, 9) ? lua_tolstring(L, 9, &a.body_len) : "";
   a.transport_message = lua_tostring(L, 11);
   lua_getfield(L, 3, "status");
-  a.status = lua_type(L, -1) == LUA_TNUMBER ? (long)lua_tonumber(L, -1) : 0;
+  if (lua_type(L, -1) == LUA_TNUMBER) { /* NaN, inf or 1e300 would make the cast undefined */
+    double d = (double)lua_tonumber(L, -1);
+    a.status = d >= 0 && d < 1e9 ? (long)d : 0;
+  }
   lua_pop(L, 1);
   if (!lua_isnil(L, 10)) {
     int f = luaL_checkoption(L, 10, NULL, failure_names);
@@ -2032,6 +2113,8 @@ int luaopen_telnyx_sim(lua_State *L) {
   lua_newtable(L);
   lua_pushcfunction(L, sim_new);
   lua_setfield(L, -2, "new");
+  lua_pushcfunction(L, sim_error);
+  lua_setfield(L, -2, "error");
   lua_pushliteral(L, TSIM_VERSION);
   lua_setfield(L, -2, "_VERSION");
   lua_newtable(L);

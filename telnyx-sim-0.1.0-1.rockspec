@@ -32,6 +32,8 @@ build = {
          incdirs = { "$(CURL_INCDIR)" },
          libdirs = { "$(CURL_LIBDIR)" },
       },
+      -- the same client for OpenResty, doing its I/O through nginx
+      ["telnyx.sim.resty"] = "telnyx/sim/resty.lua",
    },
 }
 test_dependencies = { "busted", "luasocket" }

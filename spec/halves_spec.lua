@@ -18,8 +18,10 @@ describe("client:request", function()
       operation = "purchase_esims",
       method = "POST",
       url = BASE .. "/actions/purchase/esims",
+      path = "/actions/purchase/esims",
       body = '{"amount":4,"tags":[]}',
       timeout = 7,
+      connect_timeout = 10,
       max_retries = 3,
       retry_may_duplicate = false,
       headers = {
@@ -154,6 +156,17 @@ describe("client:interpret", function()
         assert.same(curl_err.errors, half_err.errors)
       end)
     end
+  end)
+end)
+
+describe("sim.error", function()
+  it("makes an err like the module's own, for adapters and transports", function()
+    local err = sim.error("config", "cannot run here", { field = "x", retryable = false })
+    assert.same({ kind = "config", message = "cannot run here", errors = {}, field = "x", retryable = false }, err)
+    assert.equal("telnyx.sim: cannot run here", tostring(err))
+    local _, real = sim.new{ api_key = "k", base_url = "-" }
+    assert.equal(getmetatable(real), getmetatable(err))
+    assert.has_error(function() sim.error(nil, "m") end)
   end)
 end)
 

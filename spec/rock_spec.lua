@@ -44,6 +44,10 @@ describe_rock("luarocks make", function()
       :format(dir, lua_version, dir, multiarch_include()))
     assert.equal(0, rc, out)
     assert.matches("is now installed in", out)
+    -- telnyx.sim.resty (the OpenResty client) is installed beside the C module
+    local resty_file = io.open(("%s/tree/share/lua/%s/telnyx/sim/resty.lua"):format(dir, lua_version))
+    assert.truthy(resty_file, "telnyx/sim/resty.lua is not in the tree")
+    if resty_file then resty_file:close() end
 
     local script = ([[
       local sim = require "telnyx.sim"

@@ -1,0 +1,143 @@
+-- The Lua side of the nginx that spec/openresty_spec.lua starts: handlers
+-- that run telnyx.sim.resty in each nginx phase and answer JSON.
+--
+-- POST /call {op=, params=, opts=, client={...resty.new options, transport="cosocket" | blocking=true}}
+--   -> 200 {res=} | {err=}        (in content, rewrite or access: see the conf)
+local cjson = require "cjson.safe"
+local resty = require "telnyx.sim.resty"
+
+local app = {}
+
+local stored = {} -- results of calls made where no response can carry them
+
+local function encode_err(err)
+  if not err then return nil end
+  local out = {}
+  for k, v in pairs(err) do out[k] = v end
+  out.string = tostring(err)
+  return out
+end
+
+-- A minimal HTTP/1.1 client on ngx.socket.tcp, for the `transport` option
+-- (plain http to the stub only; Connection: close; Content-Length bodies).
+function app.cosocket_transport(req)
+  local host, port, path = req.url:match("^http://([^:/]+):(%d+)(/.*)$")
+  local sock = ngx.socket.tcp()
+  sock:settimeout((req.timeout or 5) * 1000)
+  local ok, err = sock:connect(host, tonumber(port))
+  if not ok then
+    return nil, { failure = err == "timeout" and "connect_timeout" or "not_sent", message = err }
+  end
+  local lines = { req.method .. " " .. path .. " HTTP/1.1", "Host: " .. host .. ":" .. port,
+    "Connection: close", "Content-Length: " .. #(req.body or "") }
+  for name, value in pairs(req.headers) do lines[#lines + 1] = name .. ": " .. value end
+  ok, err = sock:send(table.concat(lines, "\r\n") .. "\r\n\r\n" .. (req.body or ""))
+  if not ok then sock:close(); return nil, { failure = "broken", message = err } end
+  local line
+  line, err = sock:receive("*l")
+  local status = line and tonumber(line:match("^HTTP/%d%.%d (%d+)"))
+  if not status then
+    sock:close()
+    return nil, { failure = err == "timeout" and "timeout" or "broken", message = err or "bad status line" }
+  end
+  local headers = {}
+  while true do
+    line, err = sock:receive("*l")
+    if not line then sock:close(); return nil, { failure = "broken", message = err } end
+    if line == "" then break end
+    local name, value = line:match("^([^:]+):%s*(.-)%s*$")
+    if name then headers[name:lower()] = value end
+  end
+  local body
+  body, err = sock:receive(tonumber(headers["content-length"]) or "*a")
+  sock:close()
+  if not body then return nil, { failure = err == "timeout" and "timeout" or "broken", message = err } end
+  return status, headers, body
+end
+
+-- client.blocking = true: the C module's own libcurl client instead (the
+-- negative control of the non-blocking spec).
+local function client_for(spec)
+  local options = {}
+  for k, v in pairs(spec or {}) do options[k] = v end
+  if options.blocking then
+    options.blocking = nil
+    return require("telnyx.sim").new(options)
+  end
+  if options.transport == "cosocket" then options.transport = app.cosocket_transport end
+  return resty.new(options)
+end
+
+local function run(call)
+  local client, err = client_for(call.client)
+  if not client then return { err = encode_err(err) } end
+  local res
+  res, err = client[call.op](client, call.params, call.opts)
+  return { res = res, err = encode_err(err) }
+end
+
+-- Answers with a Content-Length (spec/support/helpers.lua reads no chunked bodies).
+local function answer(result, text)
+  text = text or (cjson.encode(result) .. "\n")
+  ngx.header["Content-Type"] = result and "application/json" or "text/plain"
+  ngx.header["Content-Length"] = #text
+  ngx.print(text)
+  return ngx.exit(200)
+end
+app.answer = answer
+
+--- content_by_lua, rewrite_by_lua, access_by_lua: POST /call
+function app.call()
+  ngx.req.read_body()
+  local call = cjson.decode(ngx.req.get_body_data() or "")
+  if type(call) ~= "table" then return answer({ bad_request = true }) end
+  return answer(run(call))
+end
+
+--- init_by_lua: creating a client works; calling it must say the phase.
+function app.init(api_key)
+  local client = assert(resty.new{ api_key = api_key })
+  local _, err = client:purchase_esims{ amount = 1 }
+  stored.init = { err = encode_err(err) }
+end
+
+--- set_by_lua $result: returns the err as JSON.
+function app.in_set(api_key)
+  local client = assert(resty.new{ api_key = api_key })
+  local _, err = client:register_sim_cards{ registration_codes = { "1" } }
+  return cjson.encode({ err = encode_err(err) })
+end
+
+--- header_filter_by_lua / body_filter_by_lua / log_by_lua: store the err under `name`.
+function app.in_filter(name, api_key)
+  local client = assert(resty.new{ api_key = api_key })
+  local _, err = client:purchase_esims{ amount = 1 }
+  stored[name] = { err = encode_err(err) }
+end
+
+--- A timer runs the call (POST /timer, same body as /call); the handler waits for it.
+function app.timer()
+  ngx.req.read_body()
+  local call = cjson.decode(ngx.req.get_body_data() or "")
+  local box = {}
+  local ok, err = ngx.timer.at(0, function(premature)
+    if premature then return end
+    box.phase = ngx.get_phase()
+    box.result = run(call)
+  end)
+  if not ok then return answer({ timer_error = err }) end
+  for _ = 1, 500 do
+    if box.result then break end
+    ngx.sleep(0.01)
+  end
+  box.result = box.result or { timed_out = true }
+  box.result.phase = box.phase
+  return answer(box.result)
+end
+
+--- GET /stored?name=init|header_filter|log
+function app.stored()
+  return answer(stored[ngx.var.arg_name] or { missing = true })
+end
+
+return app
