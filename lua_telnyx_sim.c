@@ -804,6 +804,7 @@ struct attempt {
   long status;
   const char *body;
   size_t body_len;
+  int body_idx;        /* the body as a Lua string at this stack index, or 0 */
   const char *transport_message; /* what the transport said went wrong */
   struct response_meta meta;
 };
@@ -909,28 +910,37 @@ static struct retry_verdict judge_retry(const struct operation *op, const struct
 }
 
 /* Turns cjson.null into absent fields and integral floats into integers,
- * walking the decoded tree once. */
+ * walking the decoded tree once: one type test per value, so strings and
+ * booleans cost nothing more. */
 static void normalize(lua_State *L, int t) {
   luaL_checkstack(L, 4, "telnyx.sim: response nested too deeply");
   lua_pushnil(L);
   while (lua_next(L, t) != 0) {
-    int vt = lua_type(L, -1);
-    if (vt == LUA_TLIGHTUSERDATA && lua_touserdata(L, -1) == NULL) {
-      lua_pop(L, 1);
-      lua_pushvalue(L, -1);
-      lua_pushnil(L);
-      lua_rawset(L, t); /* clearing a visited field is allowed during lua_next */
-      continue;
-    }
-    if (vt == LUA_TTABLE) {
-      normalize(L, lua_gettop(L));
-    } else if (compat_isfloat(L, -1)) {
-      double d = (double)lua_tonumber(L, -1);
-      if (floor(d) == d && fabs(d) <= MAX_SAFE_INTEGER) {
-        lua_pushvalue(L, -2);
-        compat_pushinteger_value(L, d);
-        lua_rawset(L, t);
-      }
+    switch (lua_type(L, -1)) {
+      case LUA_TLIGHTUSERDATA:
+        if (lua_touserdata(L, -1) == NULL) { /* cjson.null */
+          lua_pop(L, 1);
+          lua_pushvalue(L, -1);
+          lua_pushnil(L);
+          lua_rawset(L, t); /* clearing a visited field is allowed during lua_next */
+          continue;
+        }
+        break;
+      case LUA_TTABLE:
+        normalize(L, lua_gettop(L));
+        break;
+      case LUA_TNUMBER:
+        if (compat_isfloat(L, -1)) {
+          double d = (double)lua_tonumber(L, -1);
+          if (floor(d) == d && fabs(d) <= MAX_SAFE_INTEGER) {
+            lua_pushvalue(L, -2);
+            compat_pushinteger_value(L, d);
+            lua_rawset(L, t);
+          }
+        }
+        break;
+      default:
+        break;
     }
     lua_pop(L, 1);
   }
@@ -944,13 +954,14 @@ static int body_is_object(const char *s, size_t n) {
 
 /* Decodes a JSON object body with the private cjson decode at `decode_idx`.
  * Pushes the table and returns 1, or pushes a reason string and returns 0. */
-static int decode_object(lua_State *L, int decode_idx, const char *body, size_t len) {
+static int decode_object(lua_State *L, int decode_idx, const char *body, size_t len, int body_idx) {
   if (!body_is_object(body, len)) {
     lua_pushstring(L, len == 0 ? "empty body" : "body is not a JSON object");
     return 0;
   }
   lua_pushvalue(L, decode_idx);
-  lua_pushlstring(L, body, len);
+  if (body_idx != 0) lua_pushvalue(L, body_idx); /* already a Lua string: no second copy */
+  else lua_pushlstring(L, body, len);
   if (lua_pcall(L, 1, 1, 0) != 0) {
     if (!lua_isstring(L, -1)) { lua_pop(L, 1); lua_pushstring(L, "invalid JSON"); }
     return 0;
@@ -1022,7 +1033,7 @@ static const char *uncertain_hint(const struct operation *op, int resend_ok) {
  * success. Decodes the API's error list when the body has one. */
 static void push_http_error(lua_State *L, int decode_idx, const struct operation *op,
                             const struct attempt *a, int may_have_arrived, int resend_ok) {
-  int have = decode_object(L, decode_idx, a->body, a->body_len);
+  int have = decode_object(L, decode_idx, a->body, a->body_len, a->body_idx);
   int errors;
   if (have && ensure_array_field(L, lua_gettop(L), "errors")) {
     lua_getfield(L, -1, "errors");
@@ -1097,7 +1108,7 @@ static int interpret(lua_State *L, int decode_idx, const struct operation *op,
       }
       if (a->body_len == 0 && a->status == 204) {
         lua_createtable(L, 0, 2);
-      } else if (!decode_object(L, decode_idx, a->body, a->body_len)) {
+      } else if (!decode_object(L, decode_idx, a->body, a->body_len, a->body_idx)) {
         push_error(L, "decode", "%s: HTTP %d response could not be decoded: %s%s", op->name,
                    (int)a->status, lua_tostring(L, -1),
                    op->resend == RESEND_NEVER ? "; the request was accepted: check the SIM card list" : "");
@@ -1324,6 +1335,7 @@ static void perform(struct client *c, const struct operation *op, const char *ur
   curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &a->status);
   a->body = c->response.data ? c->response.data : "";
   a->body_len = c->response.len;
+  a->body_idx = 0;
   a->meta = c->meta;
   a->timed_out = a->permanent = 0;
   a->transport_message = c->curl_error[0] ? c->curl_error : curl_easy_strerror(rc);
@@ -2019,6 +2031,7 @@ static int client_interpret(lua_State *L) {
   memset(&a, 0, sizeof a);
   meta_from_table(L, 8, &a.meta);
   a.body = lua_isstring(L, 9) ? lua_tolstring(L, 9, &a.body_len) : "";
+  a.body_idx = lua_type(L, 9) == LUA_TSTRING ? 9 : 0;
   a.transport_message = lua_tostring(L, 11);
   lua_getfield(L, 3, "status");
   if (lua_type(L, -1) == LUA_TNUMBER) { /* NaN, inf or 1e300 would make the cast undefined */
