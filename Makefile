@@ -7,6 +7,9 @@
 #   make demo-openresty   examples/openresty/ in Debian's nginx + lua module, against the stub server
 #   make bench [CHECK=1]  module vs bare libcurl + cjson vs the Node SDK (bench/); CHECK=1: targets set the exit status
 #   make deps             install the Debian packages this needs (as root), or say which
+#   make memcheck         the suite (Lua 5.4, module at -O1 -g) under valgrind memcheck, soak spec excluded
+#   make asan             the suite against an ASan + UBSan build of the module (clang-14), soak spec excluded
+#   make fuzz             both libFuzzer targets (fuzz/), FUZZ_SECONDS each (default 600); fuzz-ci: 30 s each
 
 LUA ?= 5.4
 CC ?= cc
@@ -93,6 +96,70 @@ $(BENCH_LIMIT): bench/limit.c
 bench: deps $(BENCH_LIMIT)
 	@$(MAKE) --no-print-directory LUA=5.4 all
 	@LUA_CPATH='$(CURDIR)/build/lua5.4/?.so;;' BENCH_LIMIT=$(BENCH_LIMIT) BENCH_CHECK=$(CHECK) sh bench/run.sh
+
+# --- memory safety: valgrind, sanitizers, fuzzing. Always Lua 5.4. ---
+# Each builds its own copy of the module under build/; the slow soak spec
+# (#soak) is left to `make test`. clang-14 is Debian 12's clang.
+.PHONY: memcheck asan fuzz fuzz-ci
+SAN_CC = clang-14
+SAN_LUA_INC = $(shell pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/include/lua5.4)
+SAN_ENV = LUA_PATH='$(CURDIR)/?.lua;$(CURDIR)/?/init.lua;;' LUA_BIN=lua5.4
+SAN_BUSTED_ARGS = --exclude-tags=soak spec
+MEMCHECK_DIR = build/memcheck-lua5.4
+MEMCHECK_MODULE = $(MEMCHECK_DIR)/telnyx/sim.so
+ASAN_DIR = build/asan-lua5.4
+ASAN_MODULE = $(ASAN_DIR)/telnyx/sim.so
+ASAN_RT = libclang_rt.asan-x86_64.so
+SAN_FLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS = interpret request
+FUZZ_BINS = $(FUZZ_TARGETS:%=build/fuzz/fuzz_%)
+
+$(MEMCHECK_MODULE): lua_telnyx_sim.c
+	@mkdir -p $(dir $@)
+	$(CC) -O1 -g -fno-omit-frame-pointer $(WARN) -fPIC -shared $(SAN_LUA_INC) $(CURL_CFLAGS) $< -o $@ \
+	  $(CURL_LIBS) -lpthread -lm
+
+# Fails on any memcheck error, or a definite leak with the module on its stack
+# (spec/support/memcheck.sh; suppressions in spec/support/valgrind.supp).
+memcheck:
+	@sh .ci/deps.sh $(DEB_PACKAGES) valgrind
+	@$(MAKE) --no-print-directory $(MEMCHECK_MODULE)
+	$(SAN_ENV) LUA_CPATH='$(CURDIR)/$(MEMCHECK_DIR)/?.so;;' \
+	  sh spec/support/memcheck.sh lua5.4 $(SAN_BUSTED_ARGS)
+
+$(ASAN_MODULE): lua_telnyx_sim.c
+	@mkdir -p $(dir $@)
+	$(SAN_CC) $(SAN_FLAGS) -shared-libsan $(WARN) -fPIC -shared $(SAN_LUA_INC) $(CURL_CFLAGS) $< -o $@ \
+	  -Wl,-rpath,$(dir $(shell $(SAN_CC) -print-file-name=$(ASAN_RT) 2>/dev/null)) $(CURL_LIBS) -lpthread -lm
+
+# lua5.4 is not instrumented: the ASan runtime is preloaded, and reaches the
+# processes busted starts (stub, luarocks, cc) too. Any report aborts the run.
+# Leak detection is off: those child processes leak by design, and memcheck
+# covers the module's leaks.
+asan:
+	@sh .ci/deps.sh $(DEB_PACKAGES) clang-14 libclang-rt-14-dev llvm-14
+	@$(MAKE) --no-print-directory $(ASAN_MODULE)
+	$(SAN_ENV) LUA_CPATH='$(CURDIR)/$(ASAN_DIR)/?.so;;' \
+	  LD_PRELOAD=$$($(SAN_CC) -print-file-name=$(ASAN_RT)) \
+	  ASAN_OPTIONS=halt_on_error=1:abort_on_error=1:detect_leaks=0:detect_stack_use_after_return=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:abort_on_error=1 \
+	  ASAN_SYMBOLIZER_PATH=/usr/lib/llvm-14/bin/llvm-symbolizer \
+	  lua5.4 $$(command -v busted) $(SAN_BUSTED_ARGS)
+
+# The module compiled into each target, Lua 5.4 embedded, Debian's cjson.so loaded from package.cpath.
+build/fuzz/fuzz_%: fuzz/fuzz_%.c fuzz/harness.h lua_telnyx_sim.c
+	@mkdir -p $(dir $@)
+	$(SAN_CC) $(SAN_FLAGS) -fsanitize=fuzzer -std=c99 -Wall -Wextra $(SAN_LUA_INC) $(CURL_CFLAGS) \
+	  $< lua_telnyx_sim.c -o $@ -llua5.4 $(CURL_LIBS) -lpthread -lm -ldl
+
+fuzz:
+	@sh .ci/deps.sh $(DEB_PACKAGES) clang-14 libclang-rt-14-dev llvm-14
+	@$(MAKE) --no-print-directory $(FUZZ_BINS)
+	sh fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+fuzz-ci:
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=30
 
 clean:
 	rm -rf build
