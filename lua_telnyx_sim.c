@@ -1729,9 +1729,9 @@ static int read_call_opts(lua_State *L, struct client *c, const struct operation
     }
     lua_getfield(L, idx, "idempotency_key");
     if (!lua_isnil(L, -1)) {
-      size_t n;
-      const char *s = lua_tolstring(L, -1, &n);
-      if (lua_type(L, -1) != LUA_TSTRING || n == 0 || n > 255 || !header_safe(s, n))
+      size_t n = 0;
+      const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
+      if (s == NULL || n == 0 || n > 255 || !header_safe(s, n))
         return call_opt_error(L, op, "idempotency_key", "must be a string of 1 to 255 bytes without CR, LF or NUL");
       return 1;
     }
@@ -2010,8 +2010,11 @@ static int client_interpret(lua_State *L) {
   int attempt, resend_ok, max_retries;
   luaL_checktype(L, 2, LUA_TTABLE);
   luaL_checktype(L, 3, LUA_TTABLE);
-  attempt = (int)luaL_optinteger(L, 4, 1);
-  luaL_argcheck(L, attempt >= 1, 4, "attempt must be >= 1");
+  {
+    double n = (double)luaL_optnumber(L, 4, 1);
+    luaL_argcheck(L, n >= 1 && n <= 1000 && floor(n) == n, 4, "attempt must be an integer from 1 to 1000");
+    attempt = (int)n;
+  }
   lua_settop(L, 4);
   lua_getfield(L, 2, "operation");
   op = check_operation(L, -1);

@@ -122,8 +122,11 @@ describe("client:interpret", function()
     end
   end)
 
-  it("raises on a malformed reply", function()
+  it("raises on a malformed reply or attempt", function()
     assert.error_matches(function() client:interpret(req, {}) end, "needs a status")
+    assert.error_matches(function() client:interpret(req, { status = 200 }, 0) end, "attempt must be")
+    assert.error_matches(function() client:interpret(req, { status = 200 }, -7027201591419444638) end, "attempt must be")
+    assert.error_matches(function() client:interpret(req, { status = 200 }, 1.5) end, "attempt must be")
     assert.error_matches(function() client:interpret(req, { failure = "gone" }) end, "invalid option 'gone'")
   end)
 

@@ -334,6 +334,7 @@ describe("telnyx.sim", function()
         { { max_retries = -1 }, "opts.max_retries" },
         { { max_retries = 1.5 }, "opts.max_retries" },
         { { idempotency_key = "" }, "opts.idempotency_key" },
+        { { idempotency_key = 92 }, "opts.idempotency_key" },
         { { idempotency_key = "a\r\nX-Evil: 1" }, "opts.idempotency_key" },
         { { headers = { ["X-Ok"] = "a\nb" } }, "opts.headers" },
         { { headers = { ["Bad Name"] = "v" } }, "opts.headers" },
