@@ -103,11 +103,12 @@ enum param_kind {
   PK_STRING_LIST,  /* array of UTF-8 strings */
   PK_UUID,         /* 8-4-4-4-12 hex */
   PK_ENUM,         /* one of `choices` */
-  PK_SPN           /* letters, digits and whitespace: a whitelabel SPN */
+  PK_SPN,          /* letters, digits and whitespace: a whitelabel SPN */
+  PK_BOOLEAN
 };
 
-/* Where a parameter travels. Only IN_BODY is used so far; GET/PATCH/DELETE
- * rows with uuid ids in the path and filter[...] queries slot in as rows. */
+/* Where a parameter travels: the JSON body, a {name} in the path, or the
+ * query string (where names may be filter[...] / page[...] forms). */
 enum param_place { IN_BODY, IN_PATH, IN_QUERY };
 
 #define P_REQUIRED 1u  /* must be present */
@@ -127,11 +128,15 @@ enum resend_safety {
   RESEND_SAFE   /* idempotent on the server: a second copy changes nothing */
 };
 
+/* What `data` holds in a success: many SIM cards, or one. */
+enum result_shape { DATA_LIST, DATA_ONE };
+
 struct operation {
   const char *name;   /* the client method */
   const char *method; /* HTTP method */
-  const char *path;   /* below base_url */
+  const char *path;   /* below base_url; {name} is an IN_PATH param */
   enum resend_safety resend;
+  enum result_shape result;
   const struct param_rule *params; /* terminated by a row with name == NULL */
 };
 
@@ -155,9 +160,18 @@ static const struct param_rule register_sim_cards_params[] = {
   {NULL, PK_STRING, IN_BODY, 0, NULL}
 };
 
+static const struct param_rule get_sim_card_params[] = {
+  {"id", PK_UUID, IN_PATH, P_REQUIRED, NULL},
+  {"include_sim_card_group", PK_BOOLEAN, IN_QUERY, 0, NULL},
+  {"include_pin_puk_codes", PK_BOOLEAN, IN_QUERY, 0, NULL},
+  {NULL, PK_STRING, IN_BODY, 0, NULL}
+};
+
 static const struct operation operations[] = {
-  {"purchase_esims", "POST", "/actions/purchase/esims", RESEND_NEVER, purchase_esims_params},
-  {"register_sim_cards", "POST", "/actions/register/sim_cards", RESEND_SAFE, register_sim_cards_params},
+  {"purchase_esims", "POST", "/actions/purchase/esims", RESEND_NEVER, DATA_LIST, purchase_esims_params},
+  {"register_sim_cards", "POST", "/actions/register/sim_cards", RESEND_SAFE, DATA_LIST,
+   register_sim_cards_params},
+  {"get_sim_card", "GET", "/sim_cards/{id}", RESEND_SAFE, DATA_ONE, get_sim_card_params},
 };
 
 #define N_OPERATIONS (sizeof operations / sizeof operations[0])
@@ -306,6 +320,7 @@ static const char *rule_text(const struct param_rule *r) {
     case PK_UUID: return "must be a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)";
     case PK_ENUM: return "must be one of";
     case PK_SPN: return "must contain only letters, digits and whitespace (and at least one letter or digit)";
+    case PK_BOOLEAN: return "must be a boolean";
   }
   return "is invalid";
 }
@@ -396,6 +411,9 @@ static int check_value(lua_State *L, const struct operation *op, const struct pa
       snprintf(what, sizeof what, "got \"%.24s\"", utf8_valid((const unsigned char *)s, n) ? s : "?");
       return push_enum_error(L, op, r, what);
     }
+    case PK_BOOLEAN:
+      if (t == LUA_TBOOLEAN) return 1;
+      break;
     case PK_STRING_LIST: {
       const char *bad = NULL;
       long n, i;
@@ -577,6 +595,8 @@ static void sb_add_json_value(lua_State *L, struct strbuf *b, const struct param
     char num[32];
     int n = snprintf(num, sizeof num, "%.0f", (double)lua_tonumber(L, -1));
     sb_add(L, b, num, (size_t)n);
+  } else if (r->kind == PK_BOOLEAN) {
+    sb_addstr(L, b, lua_toboolean(L, -1) ? "true" : "false");
   } else if (r->kind == PK_STRING_LIST) {
     size_t i, n = compat_rawlen(L, -1);
     sb_addlit(L, b, "[");
@@ -640,8 +660,20 @@ static void sb_add_urlencoded(lua_State *L, struct strbuf *b, const char *s, siz
   }
 }
 
-/* base_url + path, with {name} placeholders filled from IN_PATH params and
- * IN_QUERY params appended as name=value (names may be filter[...] forms). */
+/* A validated path or query value as URL text (booleans as true/false). */
+static void sb_add_url_value(lua_State *L, struct strbuf *b, const struct param_rule *r) {
+  size_t n;
+  const char *v;
+  if (r->kind == PK_BOOLEAN) {
+    sb_addstr(L, b, lua_toboolean(L, -1) ? "true" : "false");
+    return;
+  }
+  v = lua_tolstring(L, -1, &n);
+  sb_add_urlencoded(L, b, v, n);
+}
+
+/* base_url + path, with {name} filled from IN_PATH params, then the IN_QUERY
+ * params given, as name=value in the rule table's order. */
 static void build_url(lua_State *L, struct strbuf *b, const char *base_url,
                       const struct operation *op, int idx) {
   const char *p = op->path;
@@ -653,28 +685,24 @@ static void build_url(lua_State *L, struct strbuf *b, const char *base_url,
     const char *open = strchr(p, '{'), *close;
     if (open == NULL || (close = strchr(open, '}')) == NULL) { sb_addstr(L, b, p); break; }
     sb_add(L, b, p, (size_t)(open - p));
-    lua_pushlstring(L, open + 1, (size_t)(close - open - 1));
-    lua_gettable(L, idx);
-    {
-      size_t n;
-      const char *v = lua_tolstring(L, -1, &n);
-      if (v != NULL) sb_add_urlencoded(L, b, v, n);
+    for (r = op->params; r->name != NULL; r++) { /* required, so validated and present */
+      size_t len = (size_t)(close - open - 1);
+      if (r->place != IN_PATH || strlen(r->name) != len || strncmp(r->name, open + 1, len) != 0) continue;
+      lua_getfield(L, idx, r->name);
+      sb_add_url_value(L, b, r);
+      lua_pop(L, 1);
     }
-    lua_pop(L, 1);
     p = close + 1;
   }
   for (r = op->params; r->name != NULL; r++) {
-    size_t n;
-    const char *v;
     if (r->place != IN_QUERY) continue;
     lua_getfield(L, idx, r->name);
-    v = lua_tolstring(L, -1, &n);
-    if (v != NULL) {
+    if (!lua_isnil(L, -1)) {
       sb_add(L, b, &sep, 1);
       sep = '&';
       sb_add_urlencoded(L, b, r->name, strlen(r->name));
       sb_addlit(L, b, "=");
-      sb_add_urlencoded(L, b, v, n);
+      sb_add_url_value(L, b, r);
     }
     lua_pop(L, 1);
   }
@@ -993,6 +1021,19 @@ static int ensure_array_field(lua_State *L, int env, const char *key) {
   return 1;
 }
 
+/* A success's shape: `errors` an array (absent: {}); `data` an array of SIM
+ * cards (absent: {}) or, for single-card operations, one SIM card object.
+ * Returns NULL when fine, else what is wrong. */
+static const char *result_problem(lua_State *L, const struct operation *op, int env) {
+  int is_table;
+  if (!ensure_array_field(L, env, "errors")) return "'errors' is not an array";
+  if (op->result == DATA_LIST) return ensure_array_field(L, env, "data") ? NULL : "'data' is not an array";
+  lua_getfield(L, env, "data");
+  is_table = lua_type(L, -1) == LUA_TTABLE && compat_rawlen(L, -1) == 0; /* an object, not a list */
+  lua_pop(L, 1);
+  return is_table ? NULL : "'data' is not a SIM card object";
+}
+
 /* "Invalid parameter: amount is required" from the API's first error. */
 static void push_api_error_summary(lua_State *L, int errors) {
   luaL_Buffer b;
@@ -1116,16 +1157,15 @@ static int interpret(lua_State *L, int decode_idx, const struct operation *op,
         set_int_field(L, "status", a->status);
         break;
       }
-      if (!ensure_array_field(L, lua_gettop(L), "data") ||
-          !ensure_array_field(L, lua_gettop(L), "errors")) {
+      {
+        const char *problem = result_problem(L, op, lua_gettop(L));
+        if (problem == NULL) return 1;
         lua_pop(L, 1);
-        push_error(L, "decode", "%s: HTTP %d response has 'data' or 'errors' that is not an array%s",
-                   op->name, (int)a->status,
+        push_error(L, "decode", "%s: HTTP %d response's %s%s", op->name, (int)a->status, problem,
                    op->resend == RESEND_NEVER ? "; the request was accepted: check the SIM card list" : "");
         set_int_field(L, "status", a->status);
         break;
       }
-      return 1;
   }
   set_string_field(L, "request_id", a->meta.request_id);
   set_bool_field(L, "retryable", verdict->retryable);

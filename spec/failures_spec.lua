@@ -324,7 +324,7 @@ describe("failures", function()
       { "truncated JSON", { status = 202, body = '{"data":[{"id":"x"', headers = { ["x-request-id"] = "rq-a" } },
         "decode", "could not be decoded" },
       { "a 202 whose data is not an array", { status = 202, body = '{"data":"nope"}',
-        headers = { ["x-request-id"] = "rq-a" } }, "decode", "'data' or 'errors' that is not an array" },
+        headers = { ["x-request-id"] = "rq-a" } }, "decode", "response's 'data' is not an array" },
       { "a 202 whose data is an object", { status = 202, body = '{"data":{"id":"x"}}',
         headers = { ["x-request-id"] = "rq-a" } }, "decode", "not an array" },
       { "garbage bytes", { status = 202, body = "\0\1\2\255\254garbage", headers = { ["x-request-id"] = "rq-a" } },

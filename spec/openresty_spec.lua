@@ -183,6 +183,18 @@ describe_nginx("telnyx.sim.resty in nginx", function()
       assert.equal("10008", out.res.errors[1].code)
     end)
 
+    it("of a single card by id: a GET with its query string", function()
+      local id = "0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0"
+      local out = call{ op = "get_sim_card", params = { id = id, include_sim_card_group = true } }
+      assert.is_nil(out.err)
+      assert.equal(id, out.res.data.id)
+      local req = stub:last_request()
+      assert.equal("GET", req.method)
+      assert.equal("/v2/sim_cards/" .. id, req.path)
+      assert.equal("include_sim_card_group=true", req.query)
+      assert.equal("", req.body)
+    end)
+
     for _, path in ipairs{ "/rewrite", "/access" } do
       it("from " .. path:sub(2) .. "_by_lua", function()
         local out = call({ op = "purchase_esims", params = { amount = 1 } }, path)

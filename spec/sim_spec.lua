@@ -40,12 +40,13 @@ describe("telnyx.sim", function()
   describe("module", function()
     it("has a version and lists its operations", function()
       assert.matches("^%d+%.%d+%.%d+$", sim._VERSION)
-      assert.same({ "purchase_esims", "register_sim_cards" }, sim.operations)
+      assert.same({ "purchase_esims", "register_sim_cards", "get_sim_card" }, sim.operations)
     end)
 
     it("gives every client the operations as methods", function()
       assert.is_function(client.purchase_esims)
       assert.is_function(client.register_sim_cards)
+      assert.is_function(client.get_sim_card)
       assert.is_function(client.close)
     end)
   end)
@@ -366,6 +367,69 @@ describe("telnyx.sim", function()
       req = stub:last_request()
       assert.equal("ghi", req.headers["x-trace"])
       assert.matches("^%x+%-", req.headers["idempotency-key"])
+    end)
+  end)
+
+  describe("get_sim_card", function()
+    local ID = "0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0"
+
+    it("GETs the card by id in the path, with the query flags given, and returns one card", function()
+      local res, err = client:get_sim_card{ id = ID, include_sim_card_group = true, include_pin_puk_codes = false }
+      assert.is_nil(err)
+      local req = stub:last_request()
+      assert.equal("GET", req.method)
+      assert.equal("/v2/sim_cards/" .. ID, req.path)
+      assert.equal("include_sim_card_group=true&include_pin_puk_codes=false", req.query)
+      assert.equal("", req.body)
+      assert.is_nil(req.headers["idempotency-key"])
+      assert.equal("Bearer " .. KEY, req.headers["authorization"])
+      assert.equal(ID, res.data.id)
+      assert.equal("physical", res.data.type)
+      assert.is_nil(res.data.eid)
+      assert.same({ id = res.data.sim_card_group_id, name = "Default group" }, res.data.sim_card_group)
+      assert.same({}, res.errors)
+    end)
+
+    it("sends no query string when no flag is given, and alternates with POSTs on one connection", function()
+      assert(client:purchase_esims{ amount = 1 })
+      assert(client:get_sim_card{ id = ID })
+      assert(client:purchase_esims{ amount = 1 })
+      local reqs = stub:requests()
+      assert.is_nil(reqs[2].query)
+      assert.same({ "POST", "GET", "POST" }, { reqs[1].method, reqs[2].method, reqs[3].method })
+      assert.equal('{"amount":1}', reqs[3].body)
+      assert.equal(reqs[1].conn, reqs[3].conn)
+    end)
+
+    it("a card the API does not know is an http error", function()
+      local res, err = client:get_sim_card{ id = "00000000-0000-4000-8000-000000000000" }
+      assert.is_nil(res)
+      assert.equal("http", err.kind)
+      assert.equal(404, err.status)
+      assert.equal("10005", err.errors[1].code)
+    end)
+
+    it("refuses a bad id or flag before any traffic", function()
+      for _, case in ipairs{
+        { {}, "id", "'id' is required" },
+        { { id = "../actions/purchase/esims" }, "id", "'id' must be a UUID" },
+        { { id = ID, include_pin_puk_codes = "true" }, "include_pin_puk_codes", "must be a boolean" },
+        { { id = ID, page = 2 }, "page", "unknown field 'page'" },
+      } do
+        local res, err = client:get_sim_card(case[1])
+        assert.is_nil(res)
+        assert.equal("invalid_params", err.kind)
+        assert.equal(case[2], err.field)
+        assert.matches(case[3], err.message)
+      end
+      assert.equal(0, #stub:requests())
+    end)
+
+    it("a success whose data is not one SIM card object is a decode error", function()
+      stub:queue{ status = 200, json = { data = { helpers.sim_card() } } }
+      local _, err = client:get_sim_card{ id = ID }
+      assert.equal("decode", err.kind)
+      assert.matches("'data' is not a SIM card object", err.message)
     end)
   end)
 

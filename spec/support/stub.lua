@@ -436,6 +436,18 @@ local function default_answer(req)
     return 202, answer
   end
 
+  -- GET /v2/sim_cards/{id}: a physical card with that id; ids starting
+  -- "00000000" are unknown (404), like a card that was never registered.
+  local id = req.method == "GET" and req.path:match("^/v2/sim_cards/([%x%-]+)$")
+  if id and not id:match("^00000000") then
+    local card = sim_card("physical", {})
+    card.id = id
+    if (req.query or ""):match("include_sim_card_group=true") then
+      card.sim_card_group = { id = card.sim_card_group_id, name = "Default group" }
+    end
+    return 200, { data = card }
+  end
+
   return 404, { errors = { err_body("10005", "Resource not found",
     "The requested resource or URL could not be found.") } }
 end
