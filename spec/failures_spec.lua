@@ -25,12 +25,7 @@ local function assert_no_key(err)
   for _, s in ipairs(all_strings(err)) do assert.not_matches(KEY, s, 1, true) end
 end
 
-local function free_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return port
-end
+local free_port = helpers.free_port
 
 describe("failures", function()
   local stub, sleeps

@@ -27,12 +27,7 @@ local function settled_rss()
   return rss_kib()
 end
 
-local function free_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return port
-end
+local free_port = helpers.free_port
 
 local describe_soak = rss_kib() and describe or pending
 

@@ -168,26 +168,41 @@ end
 -- Process helpers
 ---------------------------------------------------------------------------
 
-local function shell_quote(s)
+--- A shell word for s.
+function helpers.shell_quote(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
 end
+local shell_quote = helpers.shell_quote
 
--- os.execute returns a number in 5.1, (true|nil, "exit", code) later.
-local function run(cmd)
+--- Runs a shell command; true when it exited 0. (os.execute returns a number
+-- in 5.1, (true|nil, "exit", code) later.)
+function helpers.run(cmd)
   local a, _, c = os.execute(cmd)
   if type(a) == "number" then return a == 0 end
   return a == true and (c == nil or c == 0)
 end
+local run = helpers.run
 
-local function read_file(path)
+--- The whole file, or nil.
+function helpers.read_file(path)
   local f = io.open(path, "r")
   if not f then return nil end
   local s = f:read("*a")
   f:close()
   return s
 end
+local read_file = helpers.read_file
 
-local function pid_alive(pid)
+--- A loopback port nothing listens on (just now).
+function helpers.free_port()
+  local s = assert(socket.bind("127.0.0.1", 0))
+  local _, port = s:getsockname()
+  s:close()
+  return port
+end
+
+--- Whether process pid still runs (zombies count as gone).
+function helpers.pid_alive(pid)
   if not pid then return false end
   local stat = read_file("/proc/" .. pid .. "/stat")
   if stat then
@@ -197,6 +212,7 @@ local function pid_alive(pid)
   if read_file("/proc/self/stat") then return false end -- procfs present: gone
   return run("kill -0 " .. pid .. " 2>/dev/null")
 end
+local pid_alive = helpers.pid_alive
 
 local function my_pid()
   local stat = read_file("/proc/self/stat")

@@ -16,23 +16,8 @@ local socket = require "socket"
 
 local nginx = {}
 
-local function shell_quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
-local function run(cmd)
-  local a, _, c = os.execute(cmd)
-  if type(a) == "number" then return a == 0 end
-  return a == true and (c == nil or c == 0)
-end
-
-local function read_file(path)
-  local f = io.open(path, "r")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local helpers = require "spec.support.helpers"
+local shell_quote, run, read_file, pid_alive = helpers.shell_quote, helpers.run, helpers.read_file, helpers.pid_alive
 
 local function write_file(path, text)
   local f = assert(io.open(path, "w"))
@@ -47,15 +32,6 @@ local function capture(cmd)
   return out
 end
 
-local function pid_alive(pid)
-  if not pid then return false end
-  local stat = read_file("/proc/" .. pid .. "/stat")
-  if stat then
-    local state = stat:match("^%d+ %b() (%a)")
-    return state ~= "Z" and state ~= "X"
-  end
-  return run("kill -0 " .. pid .. " 2>/dev/null")
-end
 
 -- The repository root: two levels above this file.
 function nginx.repo_dir()
@@ -87,12 +63,7 @@ function nginx.available()
 end
 
 --- A loopback port nothing listens on right now.
-function nginx.free_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return tonumber(port)
-end
+nginx.free_port = helpers.free_port
 
 --- Builds build/luajit/telnyx/sim.so (what nginx's LuaJIT loads), quietly.
 function nginx.build_luajit_module()
