@@ -36,25 +36,13 @@ static const char CHECKS[] =
   "  end\n"
   "  return false\n"
   "end\n"
-  /* FUZZ_TRACE=1: print each input as Lua, to turn a crash into a spec */
-  "local function show(v, depth)\n"
-  "  depth = depth or 0\n"
-  "  if type(v) == 'string' then return (string.format('%q', v):gsub('\\\\\\n', '\\\\n')) end\n"
-  "  if type(v) == 'number' then\n"
-  "    if v ~= v then return '0/0' elseif v == math.huge then return 'math.huge' elseif v == -math.huge then return '-math.huge' end\n"
-  "    return math.type(v) == 'integer' and string.format('%d', v) or string.format('%.17g', v)\n"
-  "  end\n"
-  "  if type(v) ~= 'table' or depth > 6 then return tostring(v) end\n"
-  "  local parts = {}\n"
-  "  for k, x in pairs(v) do parts[#parts + 1] = '[' .. show(k, depth + 1) .. '] = ' .. show(x, depth + 1) end\n"
-  "  return '{ ' .. table.concat(parts, ', ') .. ' }'\n"
-  "end\n"
-  "local trace = os.getenv('FUZZ_TRACE')\n"
+  FUZZ_LUA_SHOW
   "local M = {}\n"
   "function M.interpret(which, opname, reply, attempt, max_retries, resend)\n"
   "  if trace then print('interpret', show({ which, opname, reply, attempt, max_retries, resend })) end\n"
   "  local client = clients[which % #clients + 1]\n"
-  "  local params = opname == 'purchase_esims' and { amount = 1 } or { registration_codes = { '1' } }\n"
+  "  local params = ({ purchase_esims = { amount = 1 }, register_sim_cards = { registration_codes = { '1' } },\n"
+  "                   get_sim_card = { id = '6a09cdc3-8948-47f0-aa62-74ac943d6c58' } })[opname]\n"
   "  local req = assert(client:request(opname, params))\n"
   "  if max_retries ~= nil then req.max_retries = max_retries end\n"
   "  if resend ~= nil then req.retry_may_duplicate = resend end\n"
@@ -178,7 +166,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   uint8_t flags = in_u8(&in);
 
   lua_pushinteger(L, in_u8(&in));                                       /* which client */
-  lua_pushstring(L, (flags & 1) ? "register_sim_cards" : "purchase_esims");
+  lua_pushstring(L, (flags & 1) ? ((flags & 64) ? "get_sim_card" : "register_sim_cards") : "purchase_esims");
   lua_newtable(L);                                                      /* reply */
   if (flags & 2) {
     uint8_t f = in_u8(&in);

@@ -17,12 +17,14 @@ static const char CHECKS[] =
   "  assert(sim.new{ api_key = KEY, base_url = BASE .. '/', timeout = 0.5, max_retries = 0, retry_may_duplicate = true }),\n"
   "}\n"
   "local PATHS = { purchase_esims = '/actions/purchase/esims', register_sim_cards = '/actions/register/sim_cards' }\n"
+  "local METHODS = { purchase_esims = 'POST', register_sim_cards = 'POST', get_sim_card = 'GET' }\n"
   "local FIELDS = {\n"
   "  purchase_esims = { amount = 'count', sim_card_group_id = 'string', tags = 'list', product = 'string',\n"
   "                     whitelabel_name = 'string', status = 'string' },\n"
   "  register_sim_cards = { registration_codes = 'list', sim_card_group_id = 'string', tags = 'list', status = 'string' },\n"
+  "  get_sim_card = { id = 'path', include_sim_card_group = 'query', include_pin_puk_codes = 'query' },\n"
   "}\n"
-  "local REQUIRED = { purchase_esims = 'amount', register_sim_cards = 'registration_codes' }\n"
+  "local REQUIRED = { purchase_esims = 'amount', register_sim_cards = 'registration_codes', get_sim_card = 'id' }\n"
   "local function fail(fmt, ...) error(string.format(fmt, ...), 0) end\n"
   "local function strings_of(v, out, seen)\n"
   "  if type(v) == 'string' then out[#out + 1] = v\n"
@@ -37,20 +39,7 @@ static const char CHECKS[] =
   "  return false\n"
   "end\n"
   "local function header_ok(s) return type(s) == 'string' and not s:find('[\\r\\n%z]') end\n"
-  /* FUZZ_TRACE=1: print each input as Lua, to turn a crash into a spec */
-  "local function show(v, depth)\n"
-  "  depth = depth or 0\n"
-  "  if type(v) == 'string' then return (string.format('%q', v):gsub('\\\\\\n', '\\\\n')) end\n"
-  "  if type(v) == 'number' then\n"
-  "    if v ~= v then return '0/0' elseif v == math.huge then return 'math.huge' elseif v == -math.huge then return '-math.huge' end\n"
-  "    return math.type(v) == 'integer' and string.format('%d', v) or string.format('%.17g', v)\n"
-  "  end\n"
-  "  if type(v) ~= 'table' or depth > 6 then return tostring(v) end\n"
-  "  local parts = {}\n"
-  "  for k, x in pairs(v) do parts[#parts + 1] = '[' .. show(k, depth + 1) .. '] = ' .. show(x, depth + 1) end\n"
-  "  return '{ ' .. table.concat(parts, ', ') .. ' }'\n"
-  "end\n"
-  "local trace = os.getenv('FUZZ_TRACE')\n"
+  FUZZ_LUA_SHOW
   "local M = {}\n"
   "function M.request(which, opname, params, opts)\n"
   "  if trace then print('request', show({ which, opname, params, opts })) end\n"
@@ -69,7 +58,13 @@ static const char CHECKS[] =
   "    return\n"
   "  end\n"
   "  if type(req) ~= 'table' or err ~= nil then fail('req is not a table, or came with an err') end\n"
-  "  if req.operation ~= opname or req.method ~= 'POST' or req.url ~= BASE .. PATHS[opname] then\n"
+  "  local path = PATHS[opname] or ('/sim_cards/' .. tostring(params.id))\n"
+  "  local query = {}\n"
+  "  for _, flag in ipairs{ 'include_sim_card_group', 'include_pin_puk_codes' } do\n"
+  "    if opname == 'get_sim_card' and params[flag] ~= nil then query[#query + 1] = flag .. '=' .. tostring(params[flag]) end\n"
+  "  end\n"
+  "  if #query > 0 then path = path .. '?' .. table.concat(query, '&') end\n"
+  "  if req.operation ~= opname or req.method ~= METHODS[opname] or req.url ~= BASE .. path or req.path ~= path then\n"
   "    fail('req names the wrong operation or url: %s %s', tostring(req.operation), tostring(req.url))\n"
   "  end\n"
   "  if not (type(req.timeout) == 'number' and req.timeout > 0 and req.timeout <= 86400) then fail('req.timeout') end\n"
@@ -89,6 +84,13 @@ static const char CHECKS[] =
   "  if type(idem) == 'number' then idem = tostring(idem) end\n"
   "  if idem and req.headers['Idempotency-Key'] ~= idem then fail('Idempotency-Key not the caller\\'s') end\n"
   "  if opname == 'purchase_esims' and not req.headers['Idempotency-Key'] then fail('purchase without Idempotency-Key') end\n"
+  /* GET: everything went into the url, checked above; a validated id is a uuid */
+  "  if opname == 'get_sim_card' then\n"
+  "    if req.body ~= nil then fail('GET with a body') end\n"
+  "    if not tostring(params.id):match('^%x+%-%x+%-%x+%-%x+%-%x+$') then fail('id not a uuid: %q', tostring(params.id)) end\n"
+  "    for k in pairs(params) do if not FIELDS[opname][k] then fail('unknown param %q accepted', tostring(k)) end end\n"
+  "    return\n"
+  "  end\n"
   "  local dok, body = pcall(cjson.decode, req.body)\n"
   "  if not dok or type(body) ~= 'table' then fail('req.body is not a JSON object: %q', tostring(req.body)) end\n"
   "  if body[REQUIRED[opname]] == nil then fail('required field missing from the body') end\n"
@@ -114,7 +116,8 @@ static const char CHECKS[] =
 static const char *const field_names[] = {
   "amount", "sim_card_group_id", "tags", "product", "whitelabel_name", "status", "registration_codes",
   "amount", "tags", "registration_codes", "status", "Amount", "amounts", "registration_code", "",
-  "__index", "amount\0x", "tags\0" /* from index 16 on: names with a NUL inside */
+  "__index", "id", "include_sim_card_group", "include_pin_puk_codes",
+  "amount\0x", "tags\0", "id\0x" /* from index 19 on: names with a NUL inside */
 };
 
 static const char *const opt_names[] = {
@@ -194,7 +197,7 @@ static void push_params(lua_State *L, struct in *in) {
   n = in_u8(in) % 8;
   lua_newtable(L);
   for (i = 0; i < n && in->n > 0; i++) {
-    push_name(L, in, field_names, sizeof field_names / sizeof *field_names, 16);
+    push_name(L, in, field_names, sizeof field_names / sizeof *field_names, 19);
     push_value(L, in, 1);
     if (lua_isnil(L, -1) || lua_isnil(L, -2) ||
         (lua_type(L, -2) == LUA_TNUMBER && lua_tonumber(L, -2) != lua_tonumber(L, -2))) {
@@ -205,6 +208,8 @@ static void push_params(lua_State *L, struct in *in) {
   }
 }
 
+static const char *const operation_names[] = {"purchase_esims", "register_sim_cards", "get_sim_card"};
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -214,7 +219,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   uint8_t flags = in_u8(&in);
 
   lua_pushinteger(L, in_u8(&in));
-  lua_pushstring(L, (flags & 1) ? "register_sim_cards" : "purchase_esims");
+  lua_pushstring(L, operation_names[flags % 3]);
   push_params(L, &in);
   push_opts(L, &in);
   fuzz_check(L, checks, "request", 4);

@@ -31,6 +31,23 @@
 #define FUZZ_API_KEY "KEYfz0SECRET"
 #define FUZZ_BASE_URL "https://api.example.test/v2"
 
+/* FUZZ_TRACE=1: the checks print each input as Lua (show), to turn a crash
+ * into a spec. Spliced into both targets' Lua checks. */
+#define FUZZ_LUA_SHOW \
+  "local function show(v, depth)\n" \
+  "  depth = depth or 0\n" \
+  "  if type(v) == 'string' then return (string.format('%q', v):gsub('\\\\\\n', '\\\\n')) end\n" \
+  "  if type(v) == 'number' then\n" \
+  "    if v ~= v then return '0/0' elseif v == math.huge then return 'math.huge' elseif v == -math.huge then return '-math.huge' end\n" \
+  "    return math.type(v) == 'integer' and string.format('%d', v) or string.format('%.17g', v)\n" \
+  "  end\n" \
+  "  if type(v) ~= 'table' or depth > 6 then return tostring(v) end\n" \
+  "  local parts = {}\n" \
+  "  for k, x in pairs(v) do parts[#parts + 1] = '[' .. show(k, depth + 1) .. '] = ' .. show(x, depth + 1) end\n" \
+  "  return '{ ' .. table.concat(parts, ', ') .. ' }'\n" \
+  "end\n" \
+  "local trace = os.getenv('FUZZ_TRACE')\n"
+
 int luaopen_telnyx_sim(lua_State *L);
 
 /* --- reading the input --- */
