@@ -285,6 +285,33 @@ describe("failures", function()
       assert.is_true(socket.gettime() - t0 < 5)
     end)
 
+    it("connect_timeout holds against a host that never completes the handshake; purchase is retried", function()
+      -- a listener whose accept queue is full: the kernel drops further SYNs
+      local srv = assert(socket.tcp())
+      assert(srv:bind("127.0.0.1", 0))
+      assert(srv:listen(0))
+      local _, port = srv:getsockname()
+      local fillers = {}
+      for i = 1, 3 do
+        fillers[i] = socket.tcp()
+        fillers[i]:settimeout(0.2)
+        fillers[i]:connect("127.0.0.1", port)
+      end
+      local c = assert(sim.new{ api_key = KEY, base_url = "http://127.0.0.1:" .. port .. "/v2", connect_timeout = 0.5,
+        timeout = 10, sleep = function(s) sleeps[#sleeps + 1] = s end })
+      local t0 = socket.gettime()
+      local _, err = c:purchase_esims{ amount = 1 }
+      local elapsed = socket.gettime() - t0
+      for _, f in ipairs(fillers) do f:close() end
+      srv:close()
+      assert.equal("timeout", err.kind)
+      assert.matches("timed out connecting before the request was sent", err.message)
+      assert.is_true(err.retryable)
+      assert.equal(3, err.attempts)
+      assert.equal(2, #sleeps)
+      assert.is_true(elapsed >= 1.2 and elapsed < 8, "elapsed " .. elapsed)
+    end)
+
     it("timeout holds against a server that trickles a byte at a time forever", function()
       local c = new_client{ max_retries = 0 }
       stub:queue{ mode = "trickle", interval = 0.1, status = 202, json = { data = { helpers.sim_card() } } }
