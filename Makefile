@@ -72,11 +72,14 @@ demo-openresty: deps
 lint:
 	luacheck .
 
-# Static analysis of the module: both must report nothing.
+# Static analysis of the module: both must report nothing. (clang-tidy's
+# "N warnings generated" counts the system headers' warnings it suppressed.)
 lint-c:
 	cppcheck --enable=warning,style,performance,portability --inline-suppr --error-exitcode=1 -q \
 	  --suppress=missingIncludeSystem --suppress=toomanyconfigs lua_telnyx_sim.c
-	clang-tidy --quiet lua_telnyx_sim.c -- -std=c99 $(LUA_INC) $(CURL_CFLAGS) -I/usr/include/$(shell gcc -print-multiarch)
+	@echo "clang-tidy lua_telnyx_sim.c"; out=$$(clang-tidy --quiet lua_telnyx_sim.c -- -std=c99 $(LUA_INC) $(CURL_CFLAGS) \
+	  -I/usr/include/$(shell gcc -print-multiarch) 2>&1); rc=$$?; \
+	  printf '%s\n' "$$out" | grep -v 'warnings generated\.$$' || true; exit $$rc
 
 rock-check:
 	luarocks lint telnyx-sim-*-1.rockspec
