@@ -152,8 +152,7 @@ static void push_headers(lua_State *L, struct in *in) {
       case 2: push_in_long_bytes(L, in, 400); break; /* past the module's 128/256/96-byte copies */
       default: push_in_bytes(L, in, 80); break;
     }
-    if (lua_isnil(L, -1)) { lua_pop(L, 2); continue; }
-    lua_rawset(L, -3);
+    set_pair(L); /* the key is always a string here */
   }
 }
 

@@ -159,12 +159,7 @@ static void push_headers(lua_State *L, struct in *in) {
     else lua_pushlstring(L, header_names[k], len);
     if (in_u8(in) % 4 == 0) push_value(L, in, 4);
     else push_in_bytes(L, in, 32);
-    if (lua_isnil(L, -1) || lua_isnil(L, -2) ||
-        (lua_type(L, -2) == LUA_TNUMBER && lua_tonumber(L, -2) != lua_tonumber(L, -2))) {
-      lua_pop(L, 2);
-      continue;
-    }
-    lua_rawset(L, -3);
+    set_pair(L);
   }
 }
 
@@ -181,12 +176,7 @@ static void push_opts(lua_State *L, struct in *in) {
       push_headers(L, in);
     else
       push_value(L, in, 2);
-    if (lua_isnil(L, -1) || lua_isnil(L, -2) ||
-        (lua_type(L, -2) == LUA_TNUMBER && lua_tonumber(L, -2) != lua_tonumber(L, -2))) {
-      lua_pop(L, 2);
-      continue;
-    }
-    lua_rawset(L, -3);
+    set_pair(L);
   }
 }
 
@@ -199,12 +189,7 @@ static void push_params(lua_State *L, struct in *in) {
   for (i = 0; i < n && in->n > 0; i++) {
     push_name(L, in, field_names, sizeof field_names / sizeof *field_names, 19);
     push_value(L, in, 1);
-    if (lua_isnil(L, -1) || lua_isnil(L, -2) ||
-        (lua_type(L, -2) == LUA_TNUMBER && lua_tonumber(L, -2) != lua_tonumber(L, -2))) {
-      lua_pop(L, 2);
-      continue;
-    }
-    lua_rawset(L, -3);
+    set_pair(L);
   }
 }
 

@@ -78,28 +78,26 @@ static inline uint64_t in_u64(struct in *in) {
   return v;
 }
 
-/* Up to max bytes (the length comes from the input too). */
-static inline void push_in_bytes(lua_State *L, struct in *in, size_t max) {
-  size_t n = in_u8(in) % (max + 1);
+/* The next n bytes of the input (fewer when it ends first) as a string. */
+static inline void push_in_n(lua_State *L, struct in *in, size_t n) {
   if (n > in->n) n = in->n;
   lua_pushlstring(L, (const char *)in->p, n);
   in->p += n;
   in->n -= n;
+}
+
+/* Up to max bytes (the length comes from the input too). */
+static inline void push_in_bytes(lua_State *L, struct in *in, size_t max) {
+  push_in_n(L, in, in_u8(in) % (max + 1));
 }
 
 /* Up to max bytes, max up to 65535. */
 static inline void push_in_long_bytes(lua_State *L, struct in *in, size_t max) {
-  size_t n = in_u16(in) % (max + 1);
-  if (n > in->n) n = in->n;
-  lua_pushlstring(L, (const char *)in->p, n);
-  in->p += n;
-  in->n -= n;
+  push_in_n(L, in, in_u16(in) % (max + 1));
 }
 
 static inline void push_in_rest(lua_State *L, struct in *in) {
-  lua_pushlstring(L, (const char *)in->p, in->n);
-  in->p += in->n;
-  in->n = 0;
+  push_in_n(L, in, in->n);
 }
 
 /* --- arbitrary Lua values --- */
@@ -118,6 +116,17 @@ static const char *const some_strings[] = {
 };
 
 static inline void push_value(lua_State *L, struct in *in, int depth);
+
+/* With a table, a key and a value on top: sets table[key] = value, or drops
+ * the pair when the table cannot hold it (a nil or NaN key, a nil value). */
+static inline void set_pair(lua_State *L) {
+  if (lua_isnil(L, -2) || lua_isnil(L, -1) ||
+      (lua_type(L, -2) == LUA_TNUMBER && lua_tonumber(L, -2) != lua_tonumber(L, -2))) {
+    lua_pop(L, 2);
+    return;
+  }
+  lua_rawset(L, -3);
+}
 
 /* A table with `n` entries under arbitrary keys. */
 static inline void push_table(lua_State *L, struct in *in, int depth, int array_like) {
@@ -143,12 +152,7 @@ static inline void push_table(lua_State *L, struct in *in, int depth, int array_
       }
     }
     push_value(L, in, depth + 1);
-    if (lua_isnil(L, -2) || lua_isnil(L, -1) ||
-        (lua_type(L, -2) == LUA_TNUMBER && lua_tonumber(L, -2) != lua_tonumber(L, -2))) {
-      lua_pop(L, 2);
-      continue;
-    }
-    lua_rawset(L, -3);
+    set_pair(L);
   }
 }
 

@@ -7,22 +7,9 @@ local socket = require "socket"
 local KEY = "KEYfailures0123456789SECRET"
 local MAY_HAVE = "may have gone through: check the SIM card list before trying again"
 
--- Every string reachable from an err table, to prove the key is in none.
-local function all_strings(t, out, seen)
-  out, seen = out or {}, seen or {}
-  if seen[t] then return out end
-  seen[t] = true
-  for k, v in pairs(t) do
-    if type(k) == "string" then out[#out + 1] = k end
-    if type(v) == "string" then out[#out + 1] = v
-    elseif type(v) == "table" then all_strings(v, out, seen) end
-  end
-  return out
-end
-
 local function assert_no_key(err)
   assert.not_matches(KEY, tostring(err), 1, true)
-  for _, s in ipairs(all_strings(err)) do assert.not_matches(KEY, s, 1, true) end
+  for _, s in ipairs(helpers.strings_of(err)) do assert.not_matches(KEY, s, 1, true) end
 end
 
 local free_port = helpers.free_port
@@ -403,8 +390,7 @@ describe("failures", function()
     local dir, port, server_pid
 
     setup(function()
-      dir = os.tmpname()
-      os.remove(dir)
+      dir = helpers.tmpname()
       assert(os.execute("mkdir -p " .. dir))
       local ok = os.execute(("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost "
         .. "-addext subjectAltName=IP:127.0.0.1,DNS:localhost -keyout %s/key.pem -out %s/cert.pem "

@@ -2,28 +2,14 @@
 -- crash input with `FUZZ_TRACE=1 build/fuzz/fuzz_<target> <input>`: it prints
 -- the arguments as Lua, ready to paste here.
 local sim = require "telnyx.sim"
+local helpers = require "spec.support.helpers"
 
 local KEY = "KEYfz0SECRET"
 local BASE = "https://api.example.test/v2"
 
--- Every string reachable from v, table keys included.
-local function strings_of(v, out, seen)
-  out, seen = out or {}, seen or {}
-  if type(v) == "string" then
-    out[#out + 1] = v
-  elseif type(v) == "table" and not seen[v] then
-    seen[v] = true
-    for k, x in pairs(v) do
-      strings_of(k, out, seen)
-      strings_of(x, out, seen)
-    end
-  end
-  return out
-end
-
 local function assert_no_key(err)
   assert.is_nil(tostring(err):find(KEY, 1, true))
-  for _, s in ipairs(strings_of(err)) do
+  for _, s in ipairs(helpers.strings_of(err)) do
     assert.is_nil(s:find(KEY, 1, true), "the API key is in " .. ("%q"):format(s))
   end
 end

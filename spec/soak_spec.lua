@@ -14,10 +14,8 @@ local BATCH = 50              -- calls per scripted batch: one stub:queue with `
 local RSS_GROWTH_LIMIT = 2048 -- KiB
 
 local function rss_kib()
-  local f = io.open("/proc/self/status", "r")
-  if not f then return nil end
-  local status = f:read("*a")
-  f:close()
+  local status = helpers.read_file("/proc/self/status")
+  if not status then return nil end
   return tonumber(status:match("VmRSS:%s*(%d+)%s*kB"))
 end
 

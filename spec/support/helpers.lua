@@ -56,6 +56,22 @@ function helpers.decode(text)
   return cjson.decode(text)
 end
 
+--- Every string reachable from v, table keys included (to prove the API key
+-- is in none of an err's strings).
+function helpers.strings_of(v, out, seen)
+  out, seen = out or {}, seen or {}
+  if type(v) == "string" then
+    out[#out + 1] = v
+  elseif type(v) == "table" and not seen[v] then
+    seen[v] = true
+    for k, x in pairs(v) do
+      helpers.strings_of(k, out, seen)
+      helpers.strings_of(x, out, seen)
+    end
+  end
+  return out
+end
+
 ---------------------------------------------------------------------------
 -- Payload builders
 ---------------------------------------------------------------------------
@@ -214,10 +230,20 @@ function helpers.pid_alive(pid)
 end
 local pid_alive = helpers.pid_alive
 
-local function my_pid()
+--- This Lua process's pid (from procfs), or nil.
+function helpers.my_pid()
   local stat = read_file("/proc/self/stat")
   return stat and stat:match("^(%d+)")
 end
+local my_pid = helpers.my_pid
+
+--- A fresh temporary path that does not exist yet.
+function helpers.tmpname()
+  local name = os.tmpname()
+  os.remove(name) -- 5.2+ creates the file; we only want the name
+  return name
+end
+local tmpname = helpers.tmpname
 
 -- Directory of this file, to find stub.lua regardless of the cwd.
 local function support_dir()
@@ -302,12 +328,6 @@ function Stub:stop()
     if pid_alive(self.pid) then run("kill -9 " .. self.pid .. " 2>/dev/null") end
   end
   for _, f in ipairs(self._files) do os.remove(f) end
-end
-
-local function tmpname()
-  local name = os.tmpname()
-  os.remove(name) -- 5.2+ creates the file; we only want the name
-  return name
 end
 
 --- Start a stub server process. Errors if it does not come up within 10 s.

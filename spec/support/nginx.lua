@@ -102,11 +102,6 @@ function Server:stop(keep)
   if not keep then run("rm -rf " .. shell_quote(self.dir)) end
 end
 
-local function my_pid()
-  local stat = read_file("/proc/self/stat")
-  return stat and stat:match("^(%d+)")
-end
-
 --- Starts nginx with opts.conf (placeholders filled in, see the top of this
 -- file) and waits until it accepts connections. Errors with its log if it
 -- does not come up within 10 s. Returns { port, dir, pid, stop, error_log }.
@@ -114,8 +109,7 @@ function nginx.start(opts)
   local ok, why = nginx.available()
   if not ok then error(why, 2) end
   local modules = assert(nginx.module_paths())
-  local dir = os.tmpname()
-  os.remove(dir)
+  local dir = helpers.tmpname()
   assert(run("mkdir -p " .. shell_quote(dir .. "/logs") .. " " .. shell_quote(dir .. "/tmp")
     .. " " .. shell_quote(dir .. "/conf")))
   local port = opts.port or nginx.free_port()
@@ -140,7 +134,7 @@ function nginx.start(opts)
   write_file(conf_path, conf)
   local pid_file = dir .. "/start.pid"
   -- A watchdog shell stops nginx when the process that started it is gone.
-  local parent = my_pid() or "0"
+  local parent = helpers.my_pid() or "0"
   local env = opts.env and (opts.env .. " ") or ""
   local cmd = "(" .. env .. "nginx -p " .. shell_quote(dir .. "/") .. " -c " .. shell_quote(conf_path)
     .. " -e " .. shell_quote(dir .. "/logs/error.log")
