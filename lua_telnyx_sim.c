@@ -28,6 +28,8 @@
 #include <time.h>
 #include <unistd.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
+#include <sys/socket.h>
 #ifdef __linux__
 #include <sys/random.h>
 #endif
@@ -73,6 +75,13 @@ static void compat_setfuncs(lua_State *L, const luaL_Reg *l, int nup) {
     lua_setfield(L, -(nup + 2), l->name);
   }
   lua_pop(L, nup);
+}
+
+/* t[name] without metamethods: params and options are read raw, so an
+ * __index cannot slip in a value that validation never saw. */
+static void compat_rawgetfield(lua_State *L, int idx, const char *name) {
+  lua_pushstring(L, name);
+  lua_rawget(L, idx < 0 && idx > LUA_REGISTRYINDEX ? idx - 1 : idx);
 }
 
 /* Integral numbers: Lua integers on 5.3+, where the distinction exists. */
@@ -235,26 +244,19 @@ static int return_error(lua_State *L) {
 
 /* tostring(err): "telnyx.sim: <kind> [<status>]: <message> (request_id ...)". */
 static int error_tostring(lua_State *L) {
-  luaL_Buffer b;
   luaL_checktype(L, 1, LUA_TTABLE);
-  luaL_buffinit(L, &b);
-  luaL_addstring(&b, "telnyx.sim: ");
   lua_getfield(L, 1, "message");
-  if (lua_isstring(L, -1)) {
-    luaL_addvalue(&b);
-  } else {
-    lua_pop(L, 1);
-    luaL_addstring(&b, "error");
-  }
   lua_getfield(L, 1, "request_id");
-  if (lua_isstring(L, -1)) {
-    luaL_addstring(&b, " (request_id ");
-    luaL_addvalue(&b);
-    luaL_addstring(&b, ")");
+  lua_pushliteral(L, "telnyx.sim: ");
+  if (lua_isstring(L, 2)) lua_pushvalue(L, 2); else lua_pushliteral(L, "error");
+  if (lua_isstring(L, 3)) {
+    lua_pushliteral(L, " (request_id ");
+    lua_pushvalue(L, 3);
+    lua_pushliteral(L, ")");
+    lua_concat(L, 5);
   } else {
-    lua_pop(L, 1);
+    lua_concat(L, 2);
   }
-  luaL_pushresult(&b);
   return 1;
 }
 
@@ -342,8 +344,8 @@ static int push_enum_error(lua_State *L, const struct operation *op, const struc
   return 0;
 }
 
-/* Describes the value at idx for an error message; never the value itself
- * beyond a short, printable number. */
+/* Describes the value at idx for an error message: its type, and a number's
+ * value, but never a string's bytes (they may be secrets or binary). */
 static const char *describe_value(lua_State *L, int idx, char *buf, size_t size) {
   int t = lua_type(L, idx);
   if (t == LUA_TNUMBER) {
@@ -429,7 +431,8 @@ static int check_value(lua_State *L, const struct operation *op, const struct pa
         const char *s;
         lua_rawgeti(L, idx, (int)i);
         if (lua_type(L, -1) != LUA_TSTRING) {
-          snprintf(what, sizeof what, "item %ld: %s", i, describe_value(L, -1, what + 48, 48));
+          char got[48];
+          snprintf(what, sizeof what, "item %ld: %s", i, describe_value(L, -1, got, sizeof got));
           lua_pop(L, 1);
           push_param_error(L, op, r->name, rule_text(r), what);
           return 0;
@@ -510,7 +513,7 @@ static int validate_params(lua_State *L, const struct operation *op, int idx) {
   }
   for (r = op->params; r->name != NULL; r++) {
     if (!(r->flags & P_REQUIRED)) continue;
-    lua_getfield(L, idx, r->name);
+    compat_rawgetfield(L, idx, r->name);
     if (lua_isnil(L, -1)) {
       lua_pop(L, 1);
       push_param_error(L, op, r->name, "is required", "missing");
@@ -626,7 +629,7 @@ static void build_json_body(lua_State *L, struct strbuf *b, const struct operati
   sb_addlit(L, b, "{");
   for (r = op->params; r->name != NULL; r++) {
     if (r->place != IN_BODY) continue;
-    lua_getfield(L, idx, r->name);
+    compat_rawgetfield(L, idx, r->name);
     if (!lua_isnil(L, -1)) {
       if (!first) sb_addlit(L, b, ",");
       first = 0;
@@ -688,7 +691,7 @@ static void build_url(lua_State *L, struct strbuf *b, const char *base_url,
     for (r = op->params; r->name != NULL; r++) { /* required, so validated and present */
       size_t len = (size_t)(close - open - 1);
       if (r->place != IN_PATH || strlen(r->name) != len || strncmp(r->name, open + 1, len) != 0) continue;
-      lua_getfield(L, idx, r->name);
+      compat_rawgetfield(L, idx, r->name);
       sb_add_url_value(L, b, r);
       lua_pop(L, 1);
     }
@@ -696,7 +699,7 @@ static void build_url(lua_State *L, struct strbuf *b, const char *base_url,
   }
   for (r = op->params; r->name != NULL; r++) {
     if (r->place != IN_QUERY) continue;
-    lua_getfield(L, idx, r->name);
+    compat_rawgetfield(L, idx, r->name);
     if (!lua_isnil(L, -1)) {
       sb_add(L, b, &sep, 1);
       sep = '&';
@@ -739,6 +742,7 @@ static int random_bytes(unsigned char *out, size_t n) {
 struct random_pool {
   unsigned char bytes[512];
   size_t left;
+  pid_t pid; /* a forked child must not reuse its parent's keys */
 };
 
 /* A random UUIDv4. */
@@ -746,9 +750,10 @@ static int format_uuid4(struct random_pool *pool, char out[37]) {
   static const char hex[] = "0123456789abcdef";
   unsigned char u[16];
   size_t i, o = 0;
-  if (pool->left < sizeof u) {
+  if (pool->left < sizeof u || pool->pid != getpid()) {
     if (!random_bytes(pool->bytes, sizeof pool->bytes)) return 0;
     pool->left = sizeof pool->bytes;
+    pool->pid = getpid();
   }
   pool->left -= sizeof u;
   memcpy(u, pool->bytes + pool->left, sizeof u);
@@ -858,8 +863,10 @@ static int name_is(const char *name, size_t n, const char *lower) {
   return 1;
 }
 
-static void copy_trimmed(char *dst, size_t size, const char *v, size_t n) {
-  if (n >= size) n = size - 1;
+/* Keeps a header value only when it fits whole: a cut copy could hold part
+ * of an echoed API key that redaction would then miss. */
+static void keep_header_value(char *dst, size_t size, const char *v, size_t n) {
+  if (n >= size) n = 0;
   memcpy(dst, v, n);
   dst[n] = '\0';
 }
@@ -871,7 +878,7 @@ static double parse_seconds(const char *v, size_t n) {
   if (n == 0 || n >= sizeof tmp) return -1;
   memcpy(tmp, v, n);
   tmp[n] = '\0';
-  if (!isdigit((unsigned char)tmp[0])) return -1;
+  if (strspn(tmp, "0123456789.") != n) return -1; /* no hex, exponent, sign or inf */
   d = strtod(tmp, &end);
   if (*end != '\0' || d != d) return -1;
   return d;
@@ -881,11 +888,11 @@ static double parse_seconds(const char *v, size_t n) {
 static void meta_note(struct response_meta *m, const char *name, size_t nlen, const char *v,
                       size_t vlen) {
   if (name_is(name, nlen, "x-request-id")) {
-    copy_trimmed(m->request_id, sizeof m->request_id, v, vlen);
+    keep_header_value(m->request_id, sizeof m->request_id, v, vlen);
   } else if (name_is(name, nlen, "location")) {
-    copy_trimmed(m->location, sizeof m->location, v, vlen);
+    keep_header_value(m->location, sizeof m->location, v, vlen);
   } else if (name_is(name, nlen, "content-type")) {
-    copy_trimmed(m->content_type, sizeof m->content_type, v, vlen);
+    keep_header_value(m->content_type, sizeof m->content_type, v, vlen);
   } else if (name_is(name, nlen, "x-should-retry")) {
     if (vlen == 4 && strncmp(v, "true", 4) == 0) m->should_retry = 1;
     else if (vlen == 5 && strncmp(v, "false", 5) == 0) m->should_retry = 0;
@@ -897,7 +904,7 @@ static void meta_note(struct response_meta *m, const char *name, size_t nlen, co
     if (s < 0 && vlen < 64) { /* an HTTP date */
       char date[64];
       time_t when;
-      copy_trimmed(date, sizeof date, v, vlen);
+      keep_header_value(date, sizeof date, v, vlen);
       when = curl_getdate(date, NULL);
       if (when != (time_t)-1) s = difftime(when, time(NULL));
     }
@@ -921,18 +928,26 @@ static double retry_delay(const struct response_meta *m, int attempt) {
 static struct retry_verdict judge_retry(const struct operation *op, const struct attempt *a,
                                         int resend_ok, int attempt) {
   struct retry_verdict v = {0, 0};
-  int may_have_arrived = 1, transient = 0;
+  int may_have_arrived = 1, transient = 0, resend_safe;
   switch (a->outcome) {
     case OUT_NOT_SENT: may_have_arrived = 0; transient = !a->permanent; break;
     case OUT_TIMEOUT: case OUT_BROKEN: transient = 1; break;
     case OUT_RESPONSE:
-      if (a->status == 408 || a->status == 429) { may_have_arrived = 0; transient = 1; }
-      else if (a->status >= 500) transient = 1;
+      if (a->status < 400) return v; /* done (or redirected): never sent again */
+      if (a->status < 500) {         /* refused: nothing was done */
+        may_have_arrived = 0;
+        transient = a->status == 408 || a->status == 429;
+      } else {
+        transient = 1;
+      }
       break;
-    default: break;
+    default: return v;
   }
-  v.retryable = transient && (!may_have_arrived || op->resend == RESEND_SAFE || resend_ok);
-  if (a->outcome == OUT_RESPONSE && a->meta.should_retry >= 0) v.retryable = a->meta.should_retry;
+  resend_safe = !may_have_arrived || op->resend == RESEND_SAFE || resend_ok;
+  v.retryable = transient && resend_safe;
+  /* x-should-retry decides, but cannot make a possible second purchase safe */
+  if (a->outcome == OUT_RESPONSE && a->meta.should_retry >= 0)
+    v.retryable = a->meta.should_retry && resend_safe;
   if (v.retryable) v.delay = retry_delay(&a->meta, attempt);
   return v;
 }
@@ -1036,33 +1051,25 @@ static const char *result_problem(lua_State *L, const struct operation *op, int 
 
 /* "Invalid parameter: amount is required" from the API's first error. */
 static void push_api_error_summary(lua_State *L, int errors) {
-  luaL_Buffer b;
   size_t n = compat_rawlen(L, errors);
-  luaL_buffinit(L, &b);
+  int top = lua_gettop(L), parts = 0;
   if (n > 0) {
-    const char *parts[] = {"title", "detail"};
-    int i, any = 0;
     lua_rawgeti(L, errors, 1);
-    for (i = 0; i < 2 && lua_type(L, -1) == LUA_TTABLE; i++) {
-      lua_getfield(L, -1, parts[i]);
+    if (lua_type(L, -1) == LUA_TTABLE) {
+      int e = lua_gettop(L);
+      lua_getfield(L, e, "title");
+      if (lua_type(L, -1) == LUA_TSTRING) parts++; else lua_pop(L, 1);
+      lua_getfield(L, e, "detail");
       if (lua_type(L, -1) == LUA_TSTRING) {
-        const char *s = lua_tostring(L, -1);
-        lua_pop(L, 1);
-        luaL_addstring(&b, any ? ": " : "");
-        luaL_addstring(&b, s); /* s stays alive: the error table holds it */
-        any = 1;
+        if (parts++) { lua_pushliteral(L, ": "); lua_insert(L, -2); }
       } else {
         lua_pop(L, 1);
       }
     }
-    lua_pop(L, 1);
-    if (n > 1) {
-      char more[40];
-      snprintf(more, sizeof more, " (+%lu more)", (unsigned long)(n - 1));
-      luaL_addstring(&b, more);
-    }
+    if (n > 1) lua_pushfstring(L, " (+%d more)", (int)(n > 1000000 ? 1000000 : n - 1));
   }
-  luaL_pushresult(&b);
+  lua_concat(L, lua_gettop(L) - top - (n > 0 ? 1 : 0)); /* the parts, or "" when none */
+  if (n > 0) lua_remove(L, top + 1);                    /* the first error's table */
 }
 
 static const char *uncertain_hint(const struct operation *op, int resend_ok) {
@@ -1135,7 +1142,10 @@ static int interpret(lua_State *L, int decode_idx, const struct operation *op,
       break;
     case OUT_TOO_LARGE:
       push_error(L, "decode", "%s: response body larger than max_response_bytes (HTTP %d)%s",
-                 op->name, (int)a->status, uncertain_hint(op, resend_ok));
+                 op->name, (int)a->status,
+                 a->status >= 200 && a->status < 300 && op->resend == RESEND_NEVER
+                     ? "; the request was accepted: check the SIM card list"
+                     : uncertain_hint(op, resend_ok));
       if (a->status > 0) set_int_field(L, "status", a->status);
       break;
     case OUT_NO_MEMORY:
@@ -1144,7 +1154,8 @@ static int interpret(lua_State *L, int decode_idx, const struct operation *op,
       break;
     case OUT_RESPONSE:
       if (a->status < 200 || a->status >= 300) {
-        push_http_error(L, decode_idx, op, a, a->status >= 500, resend_ok); /* 4xx: refused */
+        /* only a 5xx may have done the work; a 4xx refused it */
+        push_http_error(L, decode_idx, op, a, a->status >= 500, resend_ok);
         break;
       }
       if (a->body_len == 0 && a->status == 204) {
@@ -1199,6 +1210,8 @@ struct client {
   struct strbuf response;
   struct response_meta meta;
   int sends;                       /* how often libcurl was about to send the request */
+  int plain_http_guard;            /* http:// base_url without allow_insecure_http */
+  char refusal[224];               /* why on_prereq stopped a request, or "" */
   int allow_resend;                /* may libcurl re-send on a fresh connection? */
   int too_large, out_of_memory;
   char curl_error[CURL_ERROR_SIZE];
@@ -1208,6 +1221,15 @@ static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static CURLcode curl_init_result = CURLE_FAILED_INIT;
 
 static void init_curl_once(void) { curl_init_result = curl_global_init(CURL_GLOBAL_DEFAULT); }
+
+/* A numeric address in 127.0.0.0/8 or ::1 (also as ::ffff:127.x.x.x). */
+static int ip_is_loopback(const char *ip) {
+  unsigned char a[16];
+  if (inet_pton(AF_INET, ip, a) == 1) return a[0] == 127;
+  if (inet_pton(AF_INET6, ip, a) != 1) return 0;
+  if (memcmp(a, "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\1", 16) == 0) return 1;
+  return memcmp(a, "\0\0\0\0\0\0\0\0\0\0\xff\xff", 12) == 0 && a[12] == 127;
+}
 
 /* --- callbacks: plain C, never a Lua call, never a longjmp --- */
 
@@ -1251,7 +1273,15 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *ud) {
 static int on_prereq(void *ud, char *conn_primary_ip, char *conn_local_ip, int conn_primary_port,
                      int conn_local_port) {
   struct client *c = (struct client *)ud;
-  (void)conn_primary_ip; (void)conn_local_ip; (void)conn_primary_port; (void)conn_local_port;
+  (void)conn_local_ip; (void)conn_primary_port; (void)conn_local_port;
+  /* plain http is allowed to loopback only: check where the connection really
+   * goes (an http_proxy, or a name resolving elsewhere), before the key is sent */
+  if (c->plain_http_guard && !ip_is_loopback(conn_primary_ip)) {
+    snprintf(c->refusal, sizeof c->refusal,
+             "refused to send the API key over plain http to %.64s, which is not a loopback address "
+             "(set allow_insecure_http = true to allow it)", conn_primary_ip);
+    return CURL_PREREQFUNC_ABORT;
+  }
   if (c->sends++ > 0 && !c->allow_resend) return CURL_PREREQFUNC_ABORT;
   return CURL_PREREQFUNC_OK;
 }
@@ -1355,7 +1385,7 @@ static void perform(struct client *c, const struct operation *op, const char *ur
   c->sends = 0;
   c->allow_resend = allow_resend;
   c->too_large = c->out_of_memory = 0;
-  c->curl_error[0] = '\0';
+  c->curl_error[0] = c->refusal[0] = '\0';
   meta_reset(&c->meta);
   curl_easy_setopt(h, CURLOPT_URL, url);
   curl_easy_setopt(h, CURLOPT_HTTPHEADER, c->call_headers ? c->call_headers : c->base_headers);
@@ -1378,14 +1408,14 @@ static void perform(struct client *c, const struct operation *op, const char *ur
   a->body_idx = 0;
   a->meta = c->meta;
   a->timed_out = a->permanent = 0;
-  a->transport_message = c->curl_error[0] ? c->curl_error : curl_easy_strerror(rc);
+  a->transport_message = c->refusal[0] ? c->refusal : c->curl_error[0] ? c->curl_error : curl_easy_strerror(rc);
   if (rc == CURLE_OK) a->outcome = OUT_RESPONSE;
   else if (c->too_large) a->outcome = OUT_TOO_LARGE;
   else if (c->out_of_memory) a->outcome = OUT_NO_MEMORY;
   else if (c->sends == 0) { /* never handed to a connection: provably not sent */
     a->outcome = OUT_NOT_SENT;
     a->timed_out = rc == CURLE_OPERATION_TIMEDOUT;
-    a->permanent = rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE ||
+    a->permanent = c->refusal[0] || rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE ||
                    rc == CURLE_SSL_CERTPROBLEM || rc == CURLE_URL_MALFORMAT ||
                    rc == CURLE_UNSUPPORTED_PROTOCOL;
   } else if (rc == CURLE_OPERATION_TIMEDOUT) a->outcome = OUT_TIMEOUT;
@@ -1500,7 +1530,7 @@ static void check_option_names(lua_State *L, int idx, const char *const *known, 
 static double opt_number(lua_State *L, int idx, const char *name, double dflt, double min,
                          double max, int integral) {
   double d;
-  lua_getfield(L, idx, name);
+  compat_rawgetfield(L, idx, name);
   if (lua_isnil(L, -1)) { lua_pop(L, 1); return dflt; }
   d = lua_type(L, -1) == LUA_TNUMBER ? (double)lua_tonumber(L, -1) : NAN;
   if (d != d || d < min || d > max || (integral && floor(d) != d)) {
@@ -1512,20 +1542,27 @@ static double opt_number(lua_State *L, int idx, const char *name, double dflt, d
   return d;
 }
 
-static const char *opt_string(lua_State *L, int idx, const char *name) {
+/* A string option. A NUL inside would cut it short in C: *has_nul reports
+ * one (the caller returns a config error), or it raises when has_nul is NULL. */
+static const char *opt_string(lua_State *L, int idx, const char *name, int *has_nul) {
   const char *s;
-  lua_getfield(L, idx, name);
+  size_t n;
+  compat_rawgetfield(L, idx, name);
   if (lua_isnil(L, -1)) { lua_pop(L, 1); return NULL; }
   if (lua_type(L, -1) != LUA_TSTRING)
     luaL_error(L, "telnyx.sim.new: option '%s' must be a string (got %s)", name, luaL_typename(L, -1));
-  s = lua_tostring(L, -1);
+  s = lua_tolstring(L, -1, &n);
+  if (strlen(s) != n) {
+    if (has_nul != NULL) *has_nul = 1;
+    else luaL_error(L, "telnyx.sim.new: option '%s' must not contain NUL bytes", name);
+  }
   lua_pop(L, 1); /* still referenced by the options table */
   return s;
 }
 
 static int opt_boolean(lua_State *L, int idx, const char *name) {
   int b;
-  lua_getfield(L, idx, name);
+  compat_rawgetfield(L, idx, name);
   if (lua_isnil(L, -1)) { lua_pop(L, 1); return 0; }
   if (lua_type(L, -1) != LUA_TBOOLEAN)
     luaL_error(L, "telnyx.sim.new: option '%s' must be a boolean (got %s)", name, luaL_typename(L, -1));
@@ -1535,20 +1572,23 @@ static int opt_boolean(lua_State *L, int idx, const char *name) {
 }
 
 /* Host part of an http(s) URL, for the loopback rule. */
+/* The host of an http:// base_url is loopback: localhost or a loopback address. */
 static int host_is_loopback(const char *authority, size_t n) {
-  size_t host_len = n;
-  const char *colon;
-  if (n > 0 && authority[0] == '[') return n >= 5 && strncmp(authority, "[::1]", 5) == 0;
-  colon = (const char *)memchr(authority, ':', n);
-  if (colon != NULL) host_len = (size_t)(colon - authority);
-  if (host_len == 9 && strncmp(authority, "localhost", 9) == 0) return 1;
-  if (host_len >= 4 && strncmp(authority, "127.", 4) == 0) {
-    size_t i;
-    for (i = 4; i < host_len; i++)
-      if (!isdigit((unsigned char)authority[i]) && authority[i] != '.') return 0;
-    return 1;
+  char host[64];
+  size_t len = n;
+  const char *end;
+  if (n > 0 && authority[0] == '[') { /* [v6]:port */
+    end = (const char *)memchr(authority, ']', n);
+    if (end == NULL) return 0;
+    authority++;
+    len = (size_t)(end - authority);
+  } else if ((end = (const char *)memchr(authority, ':', n)) != NULL) {
+    len = (size_t)(end - authority);
   }
-  return 0;
+  if (len == 0 || len >= sizeof host) return 0;
+  memcpy(host, authority, len);
+  host[len] = '\0';
+  return strcmp(host, "localhost") == 0 || ip_is_loopback(host);
 }
 
 /* Checks base_url; returns NULL when fine, else what is wrong with it. */
@@ -1590,21 +1630,21 @@ static int sim_new(lua_State *L) {
   struct client *c;
   const char *api_key, *base_url, *problem, *ca_file, *ca_path;
   double timeout, connect_timeout, max_retries, max_bytes;
-  int insecure, resend_ok, ok = 1;
+  int insecure, resend_ok, ok = 1, key_nul = 0, url_nul = 0;
   char line[256];
   if (lua_isnoneornil(L, 1)) { lua_settop(L, 0); lua_newtable(L); }
   if (lua_type(L, 1) != LUA_TTABLE)
     return luaL_error(L, "telnyx.sim.new: options must be a table (got %s)", luaL_typename(L, 1));
   lua_settop(L, 1);
   check_option_names(L, 1, client_options, "telnyx.sim.new");
-  api_key = opt_string(L, 1, "api_key");
-  base_url = opt_string(L, 1, "base_url");
+  api_key = opt_string(L, 1, "api_key", &key_nul);
+  base_url = opt_string(L, 1, "base_url", &url_nul);
   timeout = opt_number(L, 1, "timeout", DEFAULT_TIMEOUT, 0.001, 86400, 0);
   connect_timeout = opt_number(L, 1, "connect_timeout", DEFAULT_CONNECT_TIMEOUT, 0.001, 86400, 0);
   max_retries = opt_number(L, 1, "max_retries", DEFAULT_MAX_RETRIES, 0, MAX_RETRIES_LIMIT, 1);
   max_bytes = opt_number(L, 1, "max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES, 1024, 1 << 30, 1);
-  ca_file = opt_string(L, 1, "ca_file");
-  ca_path = opt_string(L, 1, "ca_path");
+  ca_file = opt_string(L, 1, "ca_file", NULL);
+  ca_path = opt_string(L, 1, "ca_path", NULL);
   insecure = opt_boolean(L, 1, "allow_insecure_http");
   resend_ok = opt_boolean(L, 1, "retry_may_duplicate");
   lua_getfield(L, 1, "sleep");
@@ -1614,11 +1654,11 @@ static int sim_new(lua_State *L) {
   if (api_key == NULL) api_key = getenv("TELNYX_API_KEY");
   if (api_key == NULL || *api_key == '\0')
     return config_error(L, "%s", "no API key: pass api_key to telnyx.sim.new or set TELNYX_API_KEY");
-  if (api_key_problem(api_key) || strlen(api_key) > 200)
+  if (key_nul || api_key_problem(api_key) || strlen(api_key) > 200)
     return config_error(L, "%s", "the API key contains control characters (CR, LF, NUL) or is over 200 bytes");
   if (base_url == NULL) base_url = getenv("TELNYX_BASE_URL");
   if (base_url == NULL || *base_url == '\0') base_url = DEFAULT_BASE_URL;
-  problem = base_url_problem(base_url, insecure);
+  problem = url_nul ? "must not contain control characters (CR, LF, NUL)" : base_url_problem(base_url, insecure);
   if (problem != NULL) return config_error(L, "base_url %s", problem);
 
   c = (struct client *)lua_newuserdata(L, sizeof *c);
@@ -1633,6 +1673,7 @@ static int sim_new(lua_State *L) {
   c->max_retries = (int)max_retries;
   c->max_response_bytes = (size_t)max_bytes;
   c->resend_ok = resend_ok;
+  c->plain_http_guard = strncmp(base_url, "http://", 7) == 0 && !insecure;
   c->api_key = dup_string(api_key);
   c->base_url = dup_string(base_url);
   if (ca_file) c->ca_file = dup_string(ca_file);
@@ -1693,12 +1734,13 @@ static int check_call_headers(lua_State *L, const struct operation *op, int idx)
     }
     name = lua_tolstring(L, -2, &nlen);
     value = lua_tolstring(L, -1, &vlen);
-    if (!header_name_ok(name, nlen) || !header_safe(value, vlen) || header_reserved(name)) {
+    if (!header_name_ok(name, nlen) || vlen == 0 || !header_safe(value, vlen) || header_reserved(name)) {
+      push_joined(L, reserved_headers, "");
       push_error(L, "invalid_params",
                  "%s: option 'headers' has a header the module cannot send: '%s' (names must be "
-                 "HTTP tokens, values free of CR, LF and NUL; the module sets %s itself)",
-                 op->name, header_name_ok(name, nlen) ? name : "(invalid name)",
-                 "Authorization, Content-Type, Accept, User-Agent, Idempotency-Key");
+                 "HTTP tokens, values non-empty and free of CR, LF and NUL; the module sets %s itself)",
+                 op->name, header_name_ok(name, nlen) ? name : "(invalid name)", lua_tostring(L, -1));
+      lua_remove(L, -2);
       lua_pushliteral(L, "opts.headers");
       lua_setfield(L, -2, "field");
       lua_replace(L, -3);
@@ -1738,14 +1780,14 @@ static int read_call_opts(lua_State *L, struct client *c, const struct operation
         return 0;
       }
     }
-    lua_getfield(L, idx, "timeout");
+    compat_rawgetfield(L, idx, "timeout");
     if (!lua_isnil(L, -1)) {
       d = lua_type(L, -1) == LUA_TNUMBER ? (double)lua_tonumber(L, -1) : NAN;
       if (!(d > 0 && d <= 86400)) return call_opt_error(L, op, "timeout", "must be a number of seconds > 0");
       o->timeout = d;
     }
     lua_pop(L, 1);
-    lua_getfield(L, idx, "max_retries");
+    compat_rawgetfield(L, idx, "max_retries");
     if (!lua_isnil(L, -1)) {
       d = lua_type(L, -1) == LUA_TNUMBER ? (double)lua_tonumber(L, -1) : NAN;
       if (!(d >= 0 && d <= MAX_RETRIES_LIMIT && floor(d) == d))
@@ -1753,13 +1795,13 @@ static int read_call_opts(lua_State *L, struct client *c, const struct operation
       o->max_retries = (int)d;
     }
     lua_pop(L, 1);
-    lua_getfield(L, idx, "retry_may_duplicate");
+    compat_rawgetfield(L, idx, "retry_may_duplicate");
     if (!lua_isnil(L, -1)) {
       if (!lua_isboolean(L, -1)) return call_opt_error(L, op, "retry_may_duplicate", "must be a boolean");
       o->resend_ok = lua_toboolean(L, -1);
     }
     lua_pop(L, 1);
-    lua_getfield(L, idx, "headers");
+    compat_rawgetfield(L, idx, "headers");
     if (!lua_isnil(L, -1)) {
       if (!lua_istable(L, -1)) return call_opt_error(L, op, "headers", "must be a table");
       if (!check_call_headers(L, op, lua_gettop(L))) { lua_remove(L, -2); return 0; }
@@ -1767,7 +1809,7 @@ static int read_call_opts(lua_State *L, struct client *c, const struct operation
     } else {
       lua_pop(L, 1);
     }
-    lua_getfield(L, idx, "idempotency_key");
+    compat_rawgetfield(L, idx, "idempotency_key");
     if (!lua_isnil(L, -1)) {
       size_t n = 0;
       const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
@@ -2050,6 +2092,10 @@ static int client_interpret(lua_State *L) {
   int attempt, resend_ok, max_retries;
   luaL_checktype(L, 2, LUA_TTABLE);
   luaL_checktype(L, 3, LUA_TTABLE);
+  if (c->closed) { /* its key is gone, so its errors could not be redacted */
+    push_error(L, "config", "interpret: the client is closed");
+    return return_error(L);
+  }
   {
     double n = (double)luaL_optnumber(L, 4, 1);
     luaL_argcheck(L, n >= 1 && n <= 1000 && floor(n) == n, 4, "attempt must be an integer from 1 to 1000");

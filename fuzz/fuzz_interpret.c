@@ -29,13 +29,6 @@ static const char CHECKS[] =
   "    for k, x in pairs(v) do no_key(k, where .. ' (a key)', seen); no_key(x, where .. '.' .. tostring(k), seen) end\n"
   "  end\n"
   "end\n"
-  "local function header_named(headers, wanted)\n"
-  "  if type(headers) ~= 'table' then return false end\n"
-  "  for k in pairs(headers) do\n"
-  "    if type(k) == 'string' and k:lower() == wanted then return true end\n"
-  "  end\n"
-  "  return false\n"
-  "end\n"
   FUZZ_LUA_SHOW
   "local M = {}\n"
   "function M.interpret(which, opname, reply, attempt, max_retries, resend)\n"
@@ -84,11 +77,11 @@ static const char CHECKS[] =
   "    if not err.retryable or retry_in ~= err.retry_after then fail('retry_in disagrees with err') end\n"
   "    if type(req.max_retries) == 'number' and not (a <= req.max_retries) then fail('retry_in past max_retries') end\n"
   "  end\n"
-  /* the money rule: a purchase that may have arrived is never re-sent,
-   * unless the caller opted in or the server said x-should-retry */
+  /* the money rule: a purchase that may have arrived (or did) is never
+   * re-sent unless the caller opted in; no server header changes that */
   "  if opname == 'purchase_esims' and not req.retry_may_duplicate then\n"
   "    local arrived = reply.failure == 'timeout' or reply.failure == 'broken' or reply.failure == 'too_large'\n"
-  "      or (reply.failure == nil and status >= 500 and not header_named(reply.headers, 'x-should-retry'))\n"
+  "      or (reply.failure == nil and (status >= 500 or (status >= 200 and status < 400)))\n"
   "    if arrived and (err.retryable or retry_in ~= nil) then\n"
   "      fail('a purchase that may have gone through is called retryable (%s %s)', tostring(reply.failure), tostring(status))\n"
   "    end\n"

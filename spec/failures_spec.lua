@@ -117,16 +117,33 @@ describe("failures", function()
       assert.is_true(sleeps[5] <= 16 and sleeps[5] >= 6)
     end)
 
-    it("honours x-should-retry: false on a 429 and true on a purchase 500", function()
+    it("honours x-should-retry, which can stop a retry but never make a possible second purchase safe", function()
       local c = new_client()
       stub:queue{ status = 429, body = "", headers = { ["x-should-retry"] = "false" } }
       local _, err = c:register_sim_cards{ registration_codes = { "1" } }
       assert.equal(1, err.attempts)
       assert.is_false(err.retryable)
       stub:reset()
-      stub:queue{ status = 500, body = "", headers = { ["x-should-retry"] = "true" } }
+      stub:queue{ status = 409, body = "", headers = { ["x-should-retry"] = "true" } }
+      assert(c:register_sim_cards{ registration_codes = { "1" } })
+      assert.equal(2, count(REGISTER))
+      stub:reset()
+      stub:queue{ status = 409, body = "", headers = { ["x-should-retry"] = "true" } } -- refused: nothing bought
       assert(c:purchase_esims{ amount = 1 })
       assert.equal(2, count(PURCHASE))
+      for _, reply in ipairs{
+        { status = 500, body = "" },                                  -- may have gone through
+        { status = 202, body = "{not json" },                         -- went through
+        { status = 302, body = "", headers = { location = "https://x.test/" } },
+      } do
+        stub:reset()
+        reply.headers = reply.headers or {}
+        reply.headers["x-should-retry"] = "true"
+        stub:queue(reply)
+        _, err = c:purchase_esims{ amount = 1 }
+        assert.is_false(err.retryable, reply.status)
+        assert.equal(1, count(PURCHASE), reply.status)
+      end
     end)
 
     for _, status in ipairs{ 500, 502, 503, 504 } do

@@ -159,6 +159,9 @@ local function send(self, req)
     return { failure = "broken", message = "the transport raised an error: " .. tostring(status) }
   end
   if type(status) == "number" then
+    if status ~= status or status < 100 or status > 999 then -- not HTTP: it may have arrived
+      return { failure = "broken", message = "the transport returned status " .. tostring(status) }
+    end
     return { status = status, headers = type(headers) == "table" and headers or {},
       body = type(body) == "string" and body or "" }
   end
