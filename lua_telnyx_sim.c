@@ -121,7 +121,7 @@ enum param_kind {
 enum param_place { IN_BODY, IN_PATH, IN_QUERY };
 
 #define P_REQUIRED 1u  /* must be present */
-#define P_NONEMPTY 2u  /* lists: at least one element */
+#define P_NONEMPTY 2u  /* lists: at least one element, and no empty string in it */
 
 struct param_rule {
   const char *name;
@@ -1200,7 +1200,7 @@ struct client {
   char *ca_file, *ca_path;
   double timeout, connect_timeout;
   int max_retries;
-  int resend_ok;                   /* retry_may_duplicate */
+  int resend_ok;                   /* the caller's retry_may_duplicate: our retries may re-send */
   size_t max_response_bytes;
   int sleep_ref;                   /* registry ref of a sleep(seconds) function, or LUA_NOREF */
   struct random_pool random;
@@ -1212,7 +1212,7 @@ struct client {
   int sends;                       /* how often libcurl was about to send the request */
   int plain_http_guard;            /* http:// base_url without allow_insecure_http */
   char refusal[224];               /* why on_prereq stopped a request, or "" */
-  int allow_resend;                /* may libcurl re-send on a fresh connection? */
+  int allow_resend;                /* this attempt: may libcurl itself re-send on a fresh connection? */
   int too_large, out_of_memory;
   char curl_error[CURL_ERROR_SIZE];
 };
