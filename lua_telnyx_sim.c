@@ -9,7 +9,8 @@
  *   5. Request building  params -> JSON body, URL, headers (no I/O)
  *   6. Response handling status + headers + body -> `res` or `err`, and the retry decision (no I/O)
  *   7. Transport         libcurl: one easy handle per client, callbacks that never touch Lua
- *   8. Client            sim.new, the per-operation methods, close / __gc / __tostring
+ *   8. Client            sim.new, the per-operation methods, the exposed halves
+ *                        (client:request, client:interpret, sim.error), close / __gc
  *
  * Sections 4-6 never perform I/O, so any transport (libcurl here, nginx in
  * telnyx.sim.resty) moves bytes while this file keeps every rule once.
