@@ -1,0 +1,100 @@
+/*
+ * core.h -- the no-I/O core: errors, the rule engine (validate, build,
+ * describe), and the response half (interpret, retry verdict, redaction).
+ * Every transport (libcurl in transport.c, nginx in telnyx/sim/resty.lua)
+ * runs on these, so each rule exists once. Nothing here calls libcurl.
+ */
+#ifndef TSIM_CORE_H
+#define TSIM_CORE_H
+
+#include <stddef.h>
+#include "lua.h"
+#include "rules.h"
+#include "strbuf.h"
+
+#define TSIM_VERSION "0.2.0"
+#define TSIM_ERROR_MT "telnyx.sim.error"
+#define TSIM_ARRAY_MT "telnyx.sim.array" /* registry key of the array marker */
+#define MAX_RETRIES_LIMIT 10
+#define MAX_SAFE_INTEGER 9007199254740991.0 /* 2^53 - 1: exact in a double */
+
+/* --- err.c: the one err shape --- */
+void tsim_push_error(lua_State *L, const char *kind, const char *fmt, ...);
+void tsim_set_string(lua_State *L, const char *key, const char *value);
+void tsim_set_int(lua_State *L, const char *key, long value);
+void tsim_set_bool(lua_State *L, const char *key, int value);
+int tsim_return_error(lua_State *L);      /* nil, err (err on top) */
+int tsim_error_tostring(lua_State *L);    /* __tostring of an err */
+void tsim_push_joined(lua_State *L, const char *const *names, const char *quote);
+void tsim_redact(lua_State *L, int t, const char *key); /* the key -> [REDACTED], at any depth */
+
+/* --- operations.c: the table --- */
+extern const struct operation *const tsim_operations;
+extern const size_t tsim_n_operations;
+const struct operation *tsim_find_operation(const char *name, size_t len);
+
+/* --- rules.c: the engine --- */
+/* How field paths and messages read: params ("'data_limit.unit'") or options
+ * ("option 'opts.timeout'"). */
+struct vctx {
+  const char *who;   /* the operation, or "telnyx.sim.new" */
+  const char *root;  /* prefix of every field path ("opts"), or NULL */
+  int options;       /* say "option" and "known options" */
+};
+int tsim_validate(lua_State *L, const struct vctx *v, const struct rule *fields, int idx);
+void tsim_build_body(lua_State *L, struct strbuf *b, const struct rule *fields, int idx);
+void tsim_build_url(lua_State *L, struct strbuf *b, const char *base_url,
+                    const struct operation *op, int idx);
+void tsim_describe(lua_State *L, const struct operation *op);
+const char *tsim_check_table(const char *const *reserved); /* NULL, or what is wrong */
+int tsim_is_nullable_null(lua_State *L, int idx);
+
+/* --- interpret.c: the response half --- */
+
+/* How an attempt ended, as far as the transport can tell. */
+enum outcome {
+  OUT_RESPONSE,  /* a whole HTTP response arrived */
+  OUT_NOT_SENT,  /* failed before the request was handed to a connection */
+  OUT_TIMEOUT,   /* timed out after the request may have reached the server */
+  OUT_BROKEN,    /* connection failed after the request may have reached the server */
+  OUT_TOO_LARGE, /* the body passed max_response_bytes */
+  OUT_NO_MEMORY
+};
+
+/* The few response headers the rules read. */
+struct response_meta {
+  char request_id[128];
+  char location[256];
+  char content_type[96];
+  double retry_after; /* seconds from retry-after-ms or Retry-After; < 0: none */
+  int have_retry_ms;  /* retry-after-ms wins over Retry-After */
+  int should_retry;   /* x-should-retry: -1 absent, 0 false, 1 true */
+};
+
+/* One attempt as the rules see it, whichever transport produced it. */
+struct attempt {
+  enum outcome outcome;
+  int timed_out;  /* OUT_NOT_SENT: it was the connect that timed out */
+  int permanent;  /* OUT_NOT_SENT: trying again cannot help (TLS trust, bad URL) */
+  long status;
+  const char *body;
+  size_t body_len;
+  const char *transport_message;
+  struct response_meta meta;
+};
+
+struct retry_verdict {
+  int retryable; /* re-sending as-is cannot duplicate anything (or the caller accepted that) */
+  double delay;  /* seconds to wait first */
+};
+
+void tsim_meta_reset(struct response_meta *m);
+void tsim_meta_note(struct response_meta *m, const char *name, size_t nlen, const char *v, size_t vlen);
+/* Pushes res and returns 1, or pushes err (retryable, retry_after) and returns 0. */
+int tsim_interpret(lua_State *L, int array_mt, const struct operation *op, const struct attempt *a,
+                   int resend_ok, int attempt, struct retry_verdict *verdict);
+
+/* --- random.c --- */
+int tsim_random_bytes(unsigned char *out, size_t n);
+
+#endif

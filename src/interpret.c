@@ -1,0 +1,400 @@
+/*
+ * interpret.c -- the response half: what came back (or did not) -> res or
+ * err, and whether the same request may be sent again. No I/O: the libcurl
+ * path and every Lua transport run on this one function.
+ */
+#include <ctype.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "compat.h"
+#include "core.h"
+#include "json.h"
+
+/* ===================================================================== */
+/* Response headers                                                       */
+/* ===================================================================== */
+
+void tsim_meta_reset(struct response_meta *m) {
+  m->request_id[0] = m->location[0] = m->content_type[0] = '\0';
+  m->retry_after = -1;
+  m->have_retry_ms = 0;
+  m->should_retry = -1;
+}
+
+static int name_is(const char *name, size_t n, const char *lower) {
+  size_t i;
+  if (strlen(lower) != n) return 0;
+  for (i = 0; i < n; i++)
+    if (tolower((unsigned char)name[i]) != lower[i]) return 0;
+  return 1;
+}
+
+/* Keeps a header value only when it fits whole: a cut copy could hold part
+ * of an echoed API key that redaction would then miss. */
+static void keep_header_value(char *dst, size_t size, const char *v, size_t n) {
+  if (n >= size) n = 0;
+  memcpy(dst, v, n);
+  dst[n] = '\0';
+}
+
+/* A non-negative decimal number, or -1. */
+static double parse_seconds(const char *v, size_t n) {
+  double d = 0, scale = 0;
+  size_t i;
+  if (n == 0 || n > 24) return -1;
+  for (i = 0; i < n; i++) {
+    if (v[i] == '.' && scale == 0) { scale = 1; continue; }
+    if (!isdigit((unsigned char)v[i])) return -1; /* no hex, exponent, sign or inf */
+    if (scale > 0) d += (v[i] - '0') * (scale /= 10);
+    else d = d * 10 + (v[i] - '0');
+  }
+  return d;
+}
+
+/* Days since 1970-01-01 of a civil date (proleptic Gregorian). */
+static long days_from_civil(long y, long m, long d) {
+  long era, yoe, doy, doe;
+  y -= m <= 2;
+  era = (y >= 0 ? y : y - 399) / 400;
+  yoe = y - era * 400;
+  doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+  doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + doe - 719468;
+}
+
+/* Seconds from now until an IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT"), or -1. */
+static double seconds_until_http_date(const char *v, size_t n) {
+  static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+  char mon[4] = {0}, wday[4], gmt[4];
+  int day, year, hh, mm, ss, used = 0;
+  char buf[40];
+  const char *m;
+  if (n >= sizeof buf) return -1;
+  memcpy(buf, v, n);
+  buf[n] = '\0';
+  if (sscanf(buf, "%3s %d %3s %d %d:%d:%d %3s%n", wday, &day, mon, &year, &hh, &mm, &ss, gmt, &used) != 8 ||
+      (size_t)used != n || strcmp(gmt, "GMT") != 0 || (m = strstr(months, mon)) == NULL ||
+      (m - months) % 3 != 0 || day < 1 || day > 31 || hh > 23 || mm > 59 || ss > 60 || year < 1970)
+    return -1;
+  return (double)(days_from_civil(year, (m - months) / 3 + 1, day) * 86400L + hh * 3600L + mm * 60L + ss) -
+         (double)time(NULL);
+}
+
+/* Notes one response header (value already trimmed). */
+void tsim_meta_note(struct response_meta *m, const char *name, size_t nlen, const char *v, size_t vlen) {
+  if (name_is(name, nlen, "x-request-id")) {
+    keep_header_value(m->request_id, sizeof m->request_id, v, vlen);
+  } else if (name_is(name, nlen, "location")) {
+    keep_header_value(m->location, sizeof m->location, v, vlen);
+  } else if (name_is(name, nlen, "content-type")) {
+    keep_header_value(m->content_type, sizeof m->content_type, v, vlen);
+  } else if (name_is(name, nlen, "x-should-retry")) {
+    if (vlen == 4 && strncmp(v, "true", 4) == 0) m->should_retry = 1;
+    else if (vlen == 5 && strncmp(v, "false", 5) == 0) m->should_retry = 0;
+  } else if (name_is(name, nlen, "retry-after-ms")) {
+    double ms = parse_seconds(v, vlen);
+    if (ms >= 0) { m->retry_after = ms / 1000.0; m->have_retry_ms = 1; }
+  } else if (name_is(name, nlen, "retry-after") && !m->have_retry_ms) {
+    double s = parse_seconds(v, vlen);
+    m->retry_after = s >= 0 ? s : seconds_until_http_date(v, vlen);
+  }
+}
+
+/* ===================================================================== */
+/* The retry verdict                                                      */
+/* ===================================================================== */
+
+/* Back-off before retry number `attempt` (1-based): the server's word when
+ * it is sane, else 0.5 s doubling to 8 s, less up to 25 % jitter. */
+static double retry_delay(const struct response_meta *m, int attempt) {
+  double base;
+  unsigned char r = 0;
+  if (m->retry_after > 0 && m->retry_after <= 60) return m->retry_after;
+  base = 0.5 * pow(2.0, attempt - 1);
+  if (base > 8) base = 8;
+  (void)tsim_random_bytes(&r, 1);
+  return base * (1.0 - 0.25 * (r / 255.0));
+}
+
+/* Decides whether the failed attempt may be re-sent as-is. */
+static struct retry_verdict judge_retry(const struct operation *op, const struct attempt *a, int resend_ok,
+                                        int attempt) {
+  struct retry_verdict v = {0, 0};
+  int may_have_arrived = 1, transient = 0, resend_safe;
+  switch (a->outcome) {
+    case OUT_NOT_SENT: may_have_arrived = 0; transient = !a->permanent; break;
+    case OUT_TIMEOUT: case OUT_BROKEN: transient = 1; break;
+    case OUT_RESPONSE:
+      if (a->status < 400) return v; /* done (or redirected): never sent again */
+      if (a->status < 500) {         /* refused: nothing was done */
+        may_have_arrived = 0;
+        transient = a->status == 408 || a->status == 429;
+      } else {
+        transient = 1;
+      }
+      break;
+    default: return v;
+  }
+  resend_safe = !may_have_arrived || op->resend == RESEND_SAFE || resend_ok;
+  v.retryable = transient && resend_safe;
+  /* x-should-retry decides, but cannot make a possible second purchase safe */
+  if (a->outcome == OUT_RESPONSE && a->meta.should_retry >= 0) v.retryable = a->meta.should_retry && resend_safe;
+  if (v.retryable) v.delay = retry_delay(&a->meta, attempt);
+  return v;
+}
+
+/* ===================================================================== */
+/* Decoding and shape                                                     */
+/* ===================================================================== */
+
+static int body_is_object(const char *s, size_t n) {
+  size_t i = 0;
+  while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\r' || s[i] == '\n')) i++;
+  return i < n && s[i] == '{';
+}
+
+/* Pushes the decoded JSON object and returns 1, or pushes why not and returns 0. */
+static int decode_object(lua_State *L, int array_mt, const char *body, size_t len) {
+  if (!body_is_object(body, len)) {
+    lua_pushstring(L, len == 0 ? "empty body" : "body is not a JSON object");
+    return 0;
+  }
+  return tsim_json_decode(L, body, len, array_mt);
+}
+
+/* Whether the value at idx is a table decoded from a JSON array. */
+static int is_array(lua_State *L, int idx, int array_mt) {
+  int yes;
+  if (lua_type(L, idx) != LUA_TTABLE || !lua_getmetatable(L, idx)) return 0;
+  yes = lua_rawequal(L, -1, array_mt);
+  lua_pop(L, 1);
+  return yes;
+}
+
+/* Makes env[key] an array: absent becomes an empty marked one; anything else fails. */
+static int ensure_array_field(lua_State *L, int env, const char *key, int array_mt) {
+  int ok;
+  lua_getfield(L, env, key);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, array_mt);
+    lua_setmetatable(L, -2);
+    lua_setfield(L, env, key);
+    return 1;
+  }
+  ok = is_array(L, -1, array_mt);
+  lua_pop(L, 1);
+  return ok;
+}
+
+/* A success's shape, per the row's result kind. Returns NULL when fine,
+ * else what is wrong (pushing the noun-bearing text when it needs one). */
+static const char *result_problem(lua_State *L, const struct operation *op, int env, int array_mt) {
+  int ok;
+  if (!ensure_array_field(L, env, "errors", array_mt)) return "'errors' is not an array";
+  if (op->result == RESULT_NONE) return NULL;
+  if (op->result == RESULT_LIST) return ensure_array_field(L, env, "data", array_mt) ? NULL : "'data' is not an array";
+  lua_getfield(L, env, "data");
+  ok = lua_type(L, -1) == LUA_TTABLE && !is_array(L, -1, array_mt);
+  lua_pop(L, 1);
+  return ok ? NULL : "'data' is not an object";
+}
+
+/* ===================================================================== */
+/* Errors                                                                 */
+/* ===================================================================== */
+
+/* Pushes s with control characters escaped (\n, \x1b): a server's words go
+ * into one-line messages, and must not forge another log line. */
+static void push_escaped(lua_State *L, const char *s, size_t n) {
+  luaL_Buffer b;
+  size_t i;
+  luaL_buffinit(L, &b);
+  for (i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c >= 0x20 && c != 0x7f) { luaL_addchar(&b, (char)c); continue; }
+    if (c == '\n') luaL_addstring(&b, "\\n");
+    else if (c == '\r') luaL_addstring(&b, "\\r");
+    else if (c == '\t') luaL_addstring(&b, "\\t");
+    else {
+      char esc[5];
+      snprintf(esc, sizeof esc, "\\x%02x", c);
+      luaL_addstring(&b, esc);
+    }
+  }
+  luaL_pushresult(&b);
+}
+
+/* Pushes the string at idx, escaped. */
+static void push_escaped_at(lua_State *L, int idx) {
+  size_t len;
+  const char *s = lua_tolstring(L, idx, &len);
+  push_escaped(L, s, len);
+}
+
+/* Pushes the first error's "title: detail" (escaped), with " (+N more)". */
+static void push_api_error_summary(lua_State *L, int errors) {
+  size_t n = compat_rawlen(L, errors);
+  int parts = 0, e;
+  lua_rawgeti(L, errors, 1);
+  e = lua_gettop(L);
+  if (lua_type(L, e) == LUA_TTABLE) {
+    lua_getfield(L, e, "title");
+    lua_getfield(L, e, "detail");
+    if (lua_type(L, e + 1) == LUA_TSTRING) {
+      push_escaped_at(L, e + 1);
+      parts++;
+    }
+    if (lua_type(L, e + 2) == LUA_TSTRING) {
+      if (parts) { lua_pushliteral(L, ": "); parts++; }
+      push_escaped_at(L, e + 2);
+      parts++;
+    }
+  }
+  if (n > 1) {
+    lua_pushfstring(L, " (+%d more)", (int)(n > 1000000 ? 1000000 : n - 1));
+    parts++;
+  }
+  lua_concat(L, parts); /* "" when there are none */
+  lua_replace(L, e);
+  lua_settop(L, e);
+}
+
+/* The words for a request that may have done its work: what to check first. */
+static void push_uncertain_hint(lua_State *L, const struct operation *op, int resend_ok) {
+  if (op->resend == RESEND_SAFE || resend_ok) lua_pushliteral(L, "");
+  else lua_pushfstring(L, "; it may have gone through: check %s before trying again", op->check);
+}
+
+/* Pushes the API's error list from a decoded body at idx: its `errors`
+ * array, or a bare error object ({code, title, detail}) as a list of one. */
+static void push_api_errors(lua_State *L, int idx, int array_mt) {
+  lua_newtable(L);
+  lua_pushvalue(L, array_mt);
+  lua_setmetatable(L, -2);
+  if (idx == 0) return;
+  lua_getfield(L, idx, "errors");
+  if (is_array(L, -1, array_mt)) { lua_replace(L, -2); return; }
+  lua_pop(L, 1);
+  lua_getfield(L, idx, "errors");
+  if (lua_isnil(L, -1)) {
+    lua_getfield(L, idx, "title");
+    lua_getfield(L, idx, "detail");
+    if (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -2) == LUA_TSTRING) {
+      lua_pushvalue(L, idx);
+      lua_rawseti(L, -5, 1);
+    }
+    lua_pop(L, 2);
+  }
+  lua_pop(L, 1);
+}
+
+/* Pushes err for an attempt that ended with an HTTP response that is not a
+ * success, with the API's error list when the body has one. */
+static void push_http_error(lua_State *L, int array_mt, const struct operation *op, const struct attempt *a,
+                            int resend_ok) {
+  int have = decode_object(L, array_mt, a->body, a->body_len), errors;
+  int may_have_arrived = a->status >= 500 || a->status < 200; /* a 3xx or 4xx refused it */
+  push_api_errors(L, have ? lua_gettop(L) : 0, array_mt);
+  lua_remove(L, -2); /* the body, or the decoder's reason */
+  errors = lua_gettop(L);
+  if (may_have_arrived) push_uncertain_hint(L, op, resend_ok); else lua_pushliteral(L, "");
+  if (a->status >= 300 && a->status < 400) {
+    tsim_push_error(L, "http", "%s: HTTP %d: redirects are not followed (Location: %s)", op->name,
+                    (int)a->status, a->meta.location[0] ? a->meta.location : "none");
+  } else if (compat_rawlen(L, errors) > 0) {
+    push_api_error_summary(L, errors);
+    tsim_push_error(L, "http", "%s: HTTP %d: %s%s", op->name, (int)a->status, lua_tostring(L, -1),
+                    lua_tostring(L, -2));
+    lua_remove(L, -2);
+  } else {
+    tsim_push_error(L, "http", "%s: HTTP %d%s%s%s%s%s", op->name, (int)a->status,
+                    a->body_len ? " with a non-JSON body" : " with no body", a->meta.content_type[0] ? " (" : "",
+                    a->meta.content_type, a->meta.content_type[0] ? ")" : "", lua_tostring(L, -1));
+  }
+  lua_remove(L, -2); /* the hint */
+  lua_pushvalue(L, errors);
+  lua_setfield(L, -2, "errors");
+  tsim_set_int(L, "status", a->status);
+  lua_remove(L, errors);
+}
+
+/* The words for a success that could not be read: for calls that spend or
+ * create, it did happen, and the caller must look before trying again. */
+static const char *accepted_hint(const struct operation *op) {
+  return op->resend == RESEND_SAFE ? "" : "; the request was accepted: check ";
+}
+
+/* Pushes res (returns 1) or a decode err (returns 0) for a 2xx response. */
+static int push_success(lua_State *L, int array_mt, const struct operation *op, const struct attempt *a) {
+  const char *problem;
+  if (a->body_len == 0 && (a->status == 204 || op->result == RESULT_NONE)) {
+    lua_createtable(L, 0, 2);
+  } else if (!decode_object(L, array_mt, a->body, a->body_len)) {
+    tsim_push_error(L, "decode", "%s: HTTP %d response could not be decoded: %s%s%s", op->name, (int)a->status,
+                    lua_tostring(L, -1), accepted_hint(op), op->check ? op->check : "");
+    lua_remove(L, -2);
+    tsim_set_int(L, "status", a->status);
+    return 0;
+  }
+  problem = result_problem(L, op, lua_gettop(L), array_mt);
+  if (problem == NULL) {
+    tsim_set_int(L, "status", a->status);
+    return 1;
+  }
+  lua_pop(L, 1);
+  tsim_push_error(L, "decode", "%s: HTTP %d response's %s (expected %s %s)%s%s", op->name, (int)a->status, problem,
+                  op->result == RESULT_LIST ? "a list of" : "one", op->noun, accepted_hint(op),
+                  op->check ? op->check : "");
+  tsim_set_int(L, "status", a->status);
+  return 0;
+}
+
+/* Pushes err for an attempt that got no (whole) response. */
+static void push_transport_error(lua_State *L, const struct operation *op, const struct attempt *a, int resend_ok) {
+  const char *why = a->transport_message ? a->transport_message : "unknown error";
+  push_uncertain_hint(L, op, resend_ok);
+  switch (a->outcome) {
+    case OUT_NOT_SENT:
+      tsim_push_error(L, a->timed_out ? "timeout" : "connection", "%s: %s before the request was sent: %s", op->name,
+                      a->timed_out ? "timed out connecting" : "could not connect", why);
+      break;
+    case OUT_TIMEOUT:
+      tsim_push_error(L, "timeout", "%s: timed out after the request was sent%s", op->name, lua_tostring(L, -1));
+      break;
+    case OUT_TOO_LARGE:
+      tsim_push_error(L, "decode", "%s: response body larger than max_response_bytes (HTTP %d)%s%s", op->name,
+                      (int)a->status, a->status >= 200 && a->status < 300 ? accepted_hint(op) : lua_tostring(L, -1),
+                      a->status >= 200 && a->status < 300 && op->check ? op->check : "");
+      if (a->status > 0) tsim_set_int(L, "status", a->status);
+      break;
+    case OUT_NO_MEMORY:
+      tsim_push_error(L, "decode", "%s: not enough memory for the response%s", op->name, lua_tostring(L, -1));
+      break;
+    default: /* OUT_BROKEN */
+      tsim_push_error(L, "connection", "%s: connection failed after the request was sent (%s)%s", op->name, why,
+                      lua_tostring(L, -1));
+      break;
+  }
+  lua_remove(L, -2);
+}
+
+int tsim_interpret(lua_State *L, int array_mt, const struct operation *op, const struct attempt *a, int resend_ok,
+                   int attempt, struct retry_verdict *verdict) {
+  luaL_checkstack(L, 12, "telnyx.sim: no stack space");
+  *verdict = judge_retry(op, a, resend_ok, attempt);
+  if (a->outcome != OUT_RESPONSE) push_transport_error(L, op, a, resend_ok);
+  else if (a->status < 200 || a->status >= 300) push_http_error(L, array_mt, op, a, resend_ok);
+  else if (push_success(L, array_mt, op, a)) return 1;
+  tsim_set_string(L, "request_id", a->meta.request_id);
+  tsim_set_bool(L, "retryable", verdict->retryable);
+  if (verdict->retryable) {
+    lua_pushnumber(L, verdict->delay);
+    lua_setfield(L, -2, "retry_after");
+  }
+  return 0;
+}

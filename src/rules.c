@@ -1,0 +1,852 @@
+/*
+ * rules.c -- the rule engine: one recursive walk per job over the rule trees
+ * of operations.h (and of the client's options).
+ *
+ *   validate   a Lua value against a rule -> ok, or an err naming the field path
+ *   emit JSON  validated params -> the request body
+ *   emit URL   validated params -> path and query (filter[a][b]=x,y)
+ *   describe   a row and its rules -> plain Lua tables (sim.describe)
+ *   check      the table itself, once, when the module loads
+ *
+ * Each kind's behaviour sits in one row of `kinds[]` below. No I/O here.
+ */
+#include <ctype.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "compat.h"
+#include "core.h"
+
+/* ===================================================================== */
+/* Field paths: built only when an error needs one                        */
+/* ===================================================================== */
+
+/* One step down the value being walked: a field name, or an array index. */
+struct seg {
+  const struct seg *up;
+  const char *name; /* NULL: an array item */
+  long index;
+};
+
+struct walk {
+  const struct vctx *v;
+  const struct seg *at;
+};
+
+static int push_path_parts(lua_State *L, const struct seg *s, const char *root) {
+  int n;
+  luaL_checkstack(L, 3, "telnyx.sim: field path too deep");
+  if (s == NULL) {
+    if (root == NULL) return 0;
+    lua_pushstring(L, root);
+    return 1;
+  }
+  n = push_path_parts(L, s->up, root);
+  if (s->name == NULL) {
+    lua_pushfstring(L, "[%d]", (int)s->index);
+    return n + 1;
+  }
+  if (n > 0) { lua_pushliteral(L, "."); n++; }
+  lua_pushstring(L, s->name);
+  return n + 1;
+}
+
+/* Pushes "data_limit.unit", "filter.status[2]", "opts.timeout". */
+static void push_path(lua_State *L, const struct walk *w) {
+  int n = push_path_parts(L, w->at, w->v->root);
+  if (n == 0) lua_pushliteral(L, "params");
+  else lua_concat(L, n);
+}
+
+/* ===================================================================== */
+/* Describing values and rules, for messages                              */
+/* ===================================================================== */
+
+/* The value at idx for a message: its type, a number's value, a string's
+ * length -- never a string's bytes (they may be secrets or binary). */
+static const char *describe_value(lua_State *L, int idx, char *buf, size_t size) {
+  int t = lua_type(L, idx);
+  if (t == LUA_TNUMBER) {
+    double d = (double)lua_tonumber(L, idx);
+    if (d != d) snprintf(buf, size, "got NaN");
+    else snprintf(buf, size, "got number %.17g", d);
+  } else if (t == LUA_TSTRING) {
+    size_t n = compat_rawlen(L, idx);
+    snprintf(buf, size, "got a string of %lu byte%s", (unsigned long)n, n == 1 ? "" : "s");
+  } else if (t == LUA_TLIGHTUSERDATA && lua_touserdata(L, idx) == NULL) {
+    snprintf(buf, size, "got sim.null");
+  } else {
+    snprintf(buf, size, "got %s", lua_typename(L, t));
+  }
+  return buf;
+}
+
+/* "from 1 to 250", ">= 1", "<= 255" or "" for a rule's bounds. */
+static void bounds_text(const struct rule *r, char *buf, size_t size) {
+  if (r->has_min && r->has_max) snprintf(buf, size, " from %.15g to %.15g", r->min, r->max);
+  else if (r->has_min) snprintf(buf, size, " >= %.15g", r->min);
+  else if (r->has_max) snprintf(buf, size, " <= %.15g", r->max);
+  else buf[0] = '\0';
+}
+
+static const char *const format_rules[F_COUNT_] = {
+  "",
+  "a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)",
+  "a decimal string such as \"2048\" or \"0.5\"",
+  "a string of only letters, digits and whitespace (at least one letter or digit)",
+  "an RFC 3339 date-time such as \"2026-01-31T12:00:00Z\"",
+  "a string without CR, LF or NUL",
+};
+
+/* Pushes what the rule asks for: "must be an integer from 1 to 250". */
+static void push_rule_text(lua_State *L, const struct rule *r) {
+  char b[96];
+  bounds_text(r, b, sizeof b);
+  switch (r->kind) {
+    case K_INTEGER: lua_pushfstring(L, "must be an integer%s", b); break;
+    case K_NUMBER: lua_pushfstring(L, "must be a number%s", b); break;
+    case K_BOOLEAN: lua_pushliteral(L, "must be a boolean"); break;
+    case K_FUNCTION: lua_pushliteral(L, "must be a function"); break;
+    case K_OBJECT: lua_pushliteral(L, "must be a table of fields"); break;
+    case K_MAP: lua_pushliteral(L, "must be a table of names to values"); break;
+    case K_ARRAY: lua_pushfstring(L, "must be an array (a sequence 1..n)%s%s", *b ? ", length" : "", b); break;
+    case K_STRING:
+      if (r->choices != NULL) {
+        tsim_push_joined(L, r->choices, "\"");
+        lua_pushfstring(L, "must be one of %s", lua_tostring(L, -1));
+        lua_remove(L, -2);
+      } else if (r->format != F_NONE && r->format != F_HEADER) {
+        lua_pushfstring(L, "must be %s", format_rules[r->format]);
+      } else if (r->has_min && r->min == 1 && !r->has_max && r->format == F_NONE) {
+        lua_pushliteral(L, "must be a non-empty UTF-8 string");
+      } else {
+        lua_pushfstring(L, "must be %s%s%s", r->format == F_HEADER ? format_rules[F_HEADER] : "a UTF-8 string",
+                        *b ? ", length" : "", b);
+      }
+      break;
+    default: lua_pushliteral(L, "is invalid"); break;
+  }
+  if (r->flags & R_NULLABLE) {
+    lua_pushliteral(L, " or sim.null");
+    lua_concat(L, 2);
+  }
+}
+
+/* Pushes an invalid_params err: "who: 'path' rule (detail)", field = path. */
+static int fail(lua_State *L, const struct walk *w, const struct rule *r, const char *detail) {
+  push_path(L, w);
+  push_rule_text(L, r);
+  tsim_push_error(L, "invalid_params", "%s: %s'%s' %s (%s)", w->v->who, w->v->options ? "option " : "",
+                  lua_tostring(L, -2), lua_tostring(L, -1), detail);
+  lua_pushvalue(L, -3);
+  lua_setfield(L, -2, "field");
+  lua_replace(L, -3);
+  lua_pop(L, 1);
+  return 0;
+}
+
+static int fail_value(lua_State *L, const struct walk *w, const struct rule *r, int idx) {
+  char what[64];
+  return fail(L, w, r, describe_value(L, idx, what, sizeof what));
+}
+
+/* ===================================================================== */
+/* String formats                                                         */
+/* ===================================================================== */
+
+static int utf8_valid(const unsigned char *s, size_t n) {
+  size_t i = 0;
+  while (i < n) {
+    unsigned c = s[i], cp;
+    size_t len, k;
+    if (c < 0x80) { i++; continue; }
+    if (c >= 0xC2 && c <= 0xDF) { len = 2; cp = c & 0x1F; }
+    else if (c >= 0xE0 && c <= 0xEF) { len = 3; cp = c & 0x0F; }
+    else if (c >= 0xF0 && c <= 0xF4) { len = 4; cp = c & 0x07; }
+    else return 0;
+    if (i + len > n) return 0;
+    for (k = 1; k < len; k++) {
+      if ((s[i + k] & 0xC0) != 0x80) return 0;
+      cp = (cp << 6) | (s[i + k] & 0x3Fu);
+    }
+    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+        (cp >= 0xD800 && cp <= 0xDFFF))
+      return 0;
+    i += len;
+  }
+  return 1;
+}
+
+static int is_uuid(const char *s, size_t n) {
+  size_t i;
+  if (n != 36) return 0;
+  for (i = 0; i < n; i++) {
+    int dash = i == 8 || i == 13 || i == 18 || i == 23;
+    if (dash ? s[i] != '-' : !isxdigit((unsigned char)s[i])) return 0;
+  }
+  return 1;
+}
+
+static int is_decimal(const char *s, size_t n) {
+  size_t i, digits = 0, dots = 0;
+  for (i = 0; i < n; i++) {
+    if (isdigit((unsigned char)s[i])) digits++;
+    else if (s[i] == '.' && dots++ == 0 && digits > 0) continue;
+    else return 0;
+  }
+  return digits > 0 && s[n - 1] != '.';
+}
+
+static int is_spn(const char *s, size_t n) {
+  size_t i, letters = 0;
+  for (i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (isalnum(c)) letters++;
+    else if (c != ' ' && c != '\t') return 0;
+  }
+  return letters > 0;
+}
+
+/* Digits at s[*i..] exactly `count` of them. */
+static int digits(const char *s, size_t n, size_t *i, size_t count) {
+  size_t k;
+  for (k = 0; k < count; k++, (*i)++)
+    if (*i >= n || !isdigit((unsigned char)s[*i])) return 0;
+  return 1;
+}
+
+static int expect(const char *s, size_t n, size_t *i, const char *chars) {
+  if (*i >= n || strchr(chars, s[*i]) == NULL || s[*i] == '\0') return 0;
+  (*i)++;
+  return 1;
+}
+
+/* RFC 3339: YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM). */
+static int is_datetime(const char *s, size_t n) {
+  size_t i = 0;
+  if (!(digits(s, n, &i, 4) && expect(s, n, &i, "-") && digits(s, n, &i, 2) && expect(s, n, &i, "-") &&
+        digits(s, n, &i, 2) && expect(s, n, &i, "Tt") && digits(s, n, &i, 2) && expect(s, n, &i, ":") &&
+        digits(s, n, &i, 2) && expect(s, n, &i, ":") && digits(s, n, &i, 2)))
+    return 0;
+  if (i < n && s[i] == '.') {
+    i++;
+    if (!digits(s, n, &i, 1)) return 0;
+    while (i < n && isdigit((unsigned char)s[i])) i++;
+  }
+  if (i < n && (s[i] == 'Z' || s[i] == 'z')) return i + 1 == n;
+  return expect(s, n, &i, "+-") && digits(s, n, &i, 2) && expect(s, n, &i, ":") && digits(s, n, &i, 2) &&
+         i == n;
+}
+
+static int header_safe(const char *s, size_t n) {
+  size_t i;
+  for (i = 0; i < n; i++)
+    if (s[i] == '\r' || s[i] == '\n' || s[i] == '\0') return 0;
+  return 1;
+}
+
+static int format_ok(enum format f, const char *s, size_t n) {
+  switch (f) {
+    case F_UUID: return is_uuid(s, n);
+    case F_DECIMAL: return is_decimal(s, n);
+    case F_SPN: return is_spn(s, n);
+    case F_DATETIME: return is_datetime(s, n);
+    case F_HEADER: return header_safe(s, n);
+    default: return 1;
+  }
+}
+
+/* ===================================================================== */
+/* Validation: one check per kind                                         */
+/* ===================================================================== */
+
+static int check_value(lua_State *L, const struct rule *r, int idx, const struct walk *w);
+
+static int in_bounds(const struct rule *r, double d) {
+  return !(r->has_min && d < r->min) && !(r->has_max && d > r->max);
+}
+
+static int check_integer(lua_State *L, const struct rule *r, int idx, const struct walk *w) {
+  double d;
+  if (lua_type(L, idx) != LUA_TNUMBER) return fail_value(L, w, r, idx);
+  d = (double)lua_tonumber(L, idx);
+  if (!compat_isinteger(L, idx) && (d != d || floor(d) != d || fabs(d) > MAX_SAFE_INTEGER))
+    return fail_value(L, w, r, idx);
+  return in_bounds(r, d) ? 1 : fail_value(L, w, r, idx);
+}
+
+static int check_number(lua_State *L, const struct rule *r, int idx, const struct walk *w) {
+  double d;
+  if (lua_type(L, idx) != LUA_TNUMBER) return fail_value(L, w, r, idx);
+  d = (double)lua_tonumber(L, idx);
+  return d == d && !isinf(d) && in_bounds(r, d) ? 1 : fail_value(L, w, r, idx);
+}
+
+static int check_boolean(lua_State *L, const struct rule *r, int idx, const struct walk *w) {
+  return lua_type(L, idx) == LUA_TBOOLEAN ? 1 : fail_value(L, w, r, idx);
+}
+
+static int check_function(lua_State *L, const struct rule *r, int idx, const struct walk *w) {
+  return lua_type(L, idx) == LUA_TFUNCTION ? 1 : fail_value(L, w, r, idx);
+}
+
+static int in_choices(const char *const *c, const char *s, size_t n) {
+  for (; *c != NULL; c++)
+    if (strlen(*c) == n && memcmp(*c, s, n) == 0) return 1;
+  return 0;
+}
+
+static int check_string(lua_State *L, const struct rule *r, int idx, const struct walk *w) {
+  size_t n;
+  const char *s;
+  char what[64];
+  if (lua_type(L, idx) != LUA_TSTRING) return fail_value(L, w, r, idx);
+  s = lua_tolstring(L, idx, &n);
+  if (!utf8_valid((const unsigned char *)s, n)) return fail(L, w, r, "got a string that is not valid UTF-8");
+  if (r->choices != NULL && !in_choices(r->choices, s, n)) {
+    if (n <= 40 && header_safe(s, n)) snprintf(what, sizeof what, "got \"%s\"", s);
+    else describe_value(L, idx, what, sizeof what);
+    return fail(L, w, r, what);
+  }
+  if (!in_bounds(r, (double)n) || !format_ok(r->format, s, n)) return fail_value(L, w, r, idx);
+  return 1;
+}
+
+/* Keys exactly 1..n: returns n, or -1 with *bad saying why not. */
+static long sequence_length(lua_State *L, int idx, const char **bad) {
+  long count = 0;
+  size_t n = compat_rawlen(L, idx);
+  lua_pushnil(L);
+  while (lua_next(L, idx) != 0) {
+    lua_pop(L, 1);
+    count++;
+    if (lua_type(L, -1) != LUA_TNUMBER) {
+      lua_pop(L, 1);
+      *bad = "got a table with non-integer keys";
+      return -1;
+    }
+  }
+  if ((size_t)count != n) {
+    *bad = "got a table with holes or non-sequence keys";
+    return -1;
+  }
+  return count;
+}
+
+static int check_array(lua_State *L, const struct rule *r, int idx, const struct walk *w) {
+  const char *bad = NULL;
+  char what[64];
+  long n, i;
+  if (lua_type(L, idx) != LUA_TTABLE) return fail_value(L, w, r, idx);
+  n = sequence_length(L, idx, &bad);
+  if (n < 0) return fail(L, w, r, bad);
+  if (!in_bounds(r, (double)n)) {
+    snprintf(what, sizeof what, "got %ld item%s", n, n == 1 ? "" : "s");
+    return fail(L, w, r, what);
+  }
+  for (i = 1; i <= n; i++) {
+    struct seg s;
+    struct walk sub;
+    int ok;
+    s.up = w->at; s.name = NULL; s.index = i;
+    sub.v = w->v; sub.at = &s;
+    lua_rawgeti(L, idx, (int)i);
+    ok = check_value(L, r->items, lua_gettop(L), &sub);
+    if (!ok) { lua_remove(L, -2); return 0; }
+    lua_pop(L, 1);
+  }
+  return 1;
+}
+
+static const struct rule *find_field(const struct rule *fields, const char *name, size_t len) {
+  const struct rule *f;
+  if (strlen(name) != len) return NULL; /* "tags\0x" is no "tags" */
+  for (f = fields; f->name != NULL; f++)
+    if (strcmp(f->name, name) == 0) return f;
+  return NULL;
+}
+
+/* "unknown field 'x' (known fields: a, b)", naming the unknown key's path. */
+static int fail_unknown(lua_State *L, const struct walk *w, const struct rule *fields, int key) {
+  luaL_Buffer b;
+  const struct rule *f;
+  char what[64];
+  const char *noun = w->v->options ? "option" : "field";
+  struct seg s;
+  struct walk sub;
+  s.up = w->at; s.index = 0;
+  s.name = lua_type(L, key) == LUA_TSTRING ? lua_tostring(L, key) : describe_value(L, key, what, sizeof what);
+  sub.v = w->v; sub.at = &s;
+  luaL_buffinit(L, &b);
+  for (f = fields; f->name != NULL; f++) {
+    if (f != fields) luaL_addstring(&b, ", ");
+    luaL_addstring(&b, f->name);
+  }
+  luaL_pushresult(&b);
+  push_path(L, &sub);
+  tsim_push_error(L, "invalid_params", "%s: unknown %s '%s' (known %ss: %s)", w->v->who, noun,
+                  lua_tostring(L, -1), noun, lua_tostring(L, -2));
+  lua_pushvalue(L, -2);
+  lua_setfield(L, -2, "field");
+  lua_replace(L, -3);
+  lua_pop(L, 1);
+  return 0;
+}
+
+/* "who: 'path' is required (missing)". */
+static int fail_missing(lua_State *L, const struct walk *w, const struct rule *f) {
+  struct seg s;
+  struct walk sub;
+  s.up = w->at; s.name = f->name; s.index = 0;
+  sub.v = w->v; sub.at = &s;
+  push_path(L, &sub);
+  tsim_push_error(L, "invalid_params", "%s: %s'%s' is required (missing)", w->v->who,
+                  w->v->options ? "option " : "", lua_tostring(L, -1));
+  lua_pushvalue(L, -2);
+  lua_setfield(L, -2, "field");
+  lua_remove(L, -2);
+  return 0;
+}
+
+/* Walks the table's keys (each must be a known field, with a valid value),
+ * then the rules (each required one must be there). */
+static int check_fields(lua_State *L, const struct rule *fields, int idx, const struct walk *w) {
+  const struct rule *f;
+  lua_pushnil(L);
+  while (lua_next(L, idx) != 0) {
+    int ok;
+    f = lua_type(L, -2) == LUA_TSTRING ? find_field(fields, lua_tostring(L, -2), compat_rawlen(L, -2)) : NULL;
+    if (f == NULL) {
+      ok = fail_unknown(L, w, fields, lua_gettop(L) - 1);
+    } else {
+      struct seg s;
+      struct walk sub;
+      s.up = w->at; s.name = f->name; s.index = 0;
+      sub.v = w->v; sub.at = &s;
+      ok = check_value(L, f, lua_gettop(L), &sub);
+    }
+    if (!ok) { lua_replace(L, -3); lua_pop(L, 1); return 0; } /* err where the key was */
+    lua_pop(L, 1);
+  }
+  for (f = fields; f->name != NULL; f++) {
+    int missing;
+    if (!(f->flags & R_REQUIRED)) continue;
+    compat_rawgetfield(L, idx, f->name);
+    missing = lua_isnil(L, -1);
+    lua_pop(L, 1);
+    if (missing) return fail_missing(L, w, f);
+  }
+  return 1;
+}
+
+static int check_object(lua_State *L, const struct rule *r, int idx, const struct walk *w) {
+  if (lua_type(L, idx) != LUA_TTABLE) return fail_value(L, w, r, idx);
+  return check_fields(L, r->fields, idx, w);
+}
+
+/* Options only: string keys (no NUL) to values obeying `items`. */
+static int check_map(lua_State *L, const struct rule *r, int idx, const struct walk *w) {
+  if (lua_type(L, idx) != LUA_TTABLE) return fail_value(L, w, r, idx);
+  lua_pushnil(L);
+  while (lua_next(L, idx) != 0) {
+    struct seg s;
+    struct walk sub;
+    if (lua_type(L, -2) != LUA_TSTRING || strlen(lua_tostring(L, -2)) != compat_rawlen(L, -2)) {
+      char what[64];
+      snprintf(what, sizeof what, "a key: %s", describe_value(L, -2, what + 7, sizeof what - 7));
+      fail(L, w, r, what);
+      lua_replace(L, -3); lua_pop(L, 1);
+      return 0;
+    }
+    s.up = w->at; s.name = lua_tostring(L, -2); s.index = 0;
+    sub.v = w->v; sub.at = &s;
+    if (!check_value(L, r->items, lua_gettop(L), &sub)) { lua_replace(L, -3); lua_pop(L, 1); return 0; }
+    lua_pop(L, 1);
+  }
+  return 1;
+}
+
+/* ===================================================================== */
+/* Emitting: JSON bodies and URL text                                     */
+/* ===================================================================== */
+
+static long long integer_value(lua_State *L, int idx) {
+#if LUA_VERSION_NUM >= 503
+  if (lua_isinteger(L, idx)) return (long long)lua_tointeger(L, idx);
+#endif
+  return (long long)lua_tonumber(L, idx); /* validated: integral, |d| <= 2^53 */
+}
+
+static void json_value(lua_State *L, struct strbuf *b, const struct rule *r, int idx);
+
+/* {"name":value,...}: the fields present, in rule order (equal params give
+ * equal bytes), optionally only those travelling in `place`. */
+static void json_fields(lua_State *L, struct strbuf *b, const struct rule *fields, int idx, int place) {
+  const struct rule *f;
+  int first = 1;
+  sb_addlit(L, b, "{");
+  for (f = fields; f->name != NULL; f++) {
+    if (place >= 0 && (int)f->place != place) continue;
+    compat_rawgetfield(L, idx, f->name);
+    if (!lua_isnil(L, -1)) {
+      if (!first) sb_addlit(L, b, ",");
+      first = 0;
+      sb_add_json_string(L, b, f->name, strlen(f->name));
+      sb_addlit(L, b, ":");
+      json_value(L, b, f, lua_gettop(L));
+    }
+    lua_pop(L, 1);
+  }
+  sb_addlit(L, b, "}");
+}
+
+static void json_object(lua_State *L, struct strbuf *b, const struct rule *r, int idx) {
+  json_fields(L, b, r->fields, idx, -1);
+}
+
+static void json_array(lua_State *L, struct strbuf *b, const struct rule *r, int idx) {
+  size_t i, n = compat_rawlen(L, idx);
+  sb_addlit(L, b, "[");
+  for (i = 1; i <= n; i++) {
+    if (i > 1) sb_addlit(L, b, ",");
+    lua_rawgeti(L, idx, (int)i);
+    json_value(L, b, r->items, lua_gettop(L));
+    lua_pop(L, 1);
+  }
+  sb_addlit(L, b, "]"); /* an empty array stays [] */
+}
+
+static void json_string(lua_State *L, struct strbuf *b, const struct rule *r, int idx) {
+  size_t n;
+  const char *s = lua_tolstring(L, idx, &n);
+  (void)r;
+  sb_add_json_string(L, b, s, n);
+}
+
+/* Scalars read the same in JSON and in a URL: 2, true, and (in URLs) the
+ * string percent-encoded. */
+static void text_integer(lua_State *L, struct strbuf *b, const struct rule *r, int idx) {
+  (void)r;
+  sb_add_integer(L, b, integer_value(L, idx));
+}
+
+static void text_boolean(lua_State *L, struct strbuf *b, const struct rule *r, int idx) {
+  (void)r;
+  sb_addstr(L, b, lua_toboolean(L, idx) ? "true" : "false");
+}
+
+static void text_string(lua_State *L, struct strbuf *b, const struct rule *r, int idx) {
+  size_t n;
+  const char *s = lua_tolstring(L, idx, &n);
+  (void)r;
+  sb_add_urlencoded(L, b, s, n);
+}
+
+/* ===================================================================== */
+/* The kinds                                                              */
+/* ===================================================================== */
+
+typedef int (*check_fn)(lua_State *L, const struct rule *r, int idx, const struct walk *w);
+typedef void (*emit_fn)(lua_State *L, struct strbuf *b, const struct rule *r, int idx);
+
+struct kind_row {
+  const char *name; /* as sim.describe says it */
+  check_fn check;
+  emit_fn json;     /* NULL: cannot go in a body */
+  emit_fn text;     /* NULL: not a scalar, cannot go in a path or a query value */
+  int api;          /* may appear in an operation's rows */
+};
+
+static const struct kind_row kinds[K_COUNT_] = {
+  /* K_INTEGER  */ {"integer", check_integer, text_integer, text_integer, 1},
+  /* K_STRING   */ {"string", check_string, json_string, text_string, 1},
+  /* K_BOOLEAN  */ {"boolean", check_boolean, text_boolean, text_boolean, 1},
+  /* K_OBJECT   */ {"object", check_object, json_object, NULL, 1},
+  /* K_ARRAY    */ {"array", check_array, json_array, NULL, 1},
+  /* K_NUMBER   */ {"number", check_number, NULL, NULL, 0},
+  /* K_FUNCTION */ {"function", check_function, NULL, NULL, 0},
+  /* K_MAP      */ {"map", check_map, NULL, NULL, 0},
+};
+
+int tsim_is_nullable_null(lua_State *L, int idx) {
+  return lua_type(L, idx) == LUA_TLIGHTUSERDATA && lua_touserdata(L, idx) == NULL;
+}
+
+static int check_value(lua_State *L, const struct rule *r, int idx, const struct walk *w) {
+  luaL_checkstack(L, 8, "telnyx.sim: params nested too deeply");
+  if ((r->flags & R_NULLABLE) && tsim_is_nullable_null(L, idx)) return 1;
+  return kinds[r->kind].check(L, r, idx, w);
+}
+
+static void json_value(lua_State *L, struct strbuf *b, const struct rule *r, int idx) {
+  luaL_checkstack(L, 4, "telnyx.sim: params nested too deeply");
+  if (tsim_is_nullable_null(L, idx)) sb_addlit(L, b, "null"); /* validated: nullable */
+  else kinds[r->kind].json(L, b, r, idx);
+}
+
+/* ===================================================================== */
+/* Entry points: validate, build                                          */
+/* ===================================================================== */
+
+int tsim_validate(lua_State *L, const struct vctx *v, const struct rule *fields, int idx) {
+  struct walk w;
+  w.v = v;
+  w.at = NULL;
+  idx = compat_absindex(L, idx);
+  if (lua_type(L, idx) != LUA_TTABLE) {
+    char what[64];
+    tsim_push_error(L, "invalid_params", "%s: %s must be a table (%s)", v->who,
+                    v->options ? "options" : "params", describe_value(L, idx, what, sizeof what));
+    return 0;
+  }
+  return check_fields(L, fields, idx, &w);
+}
+
+void tsim_build_body(lua_State *L, struct strbuf *b, const struct rule *fields, int idx) {
+  b->len = 0;
+  json_fields(L, b, fields, compat_absindex(L, idx), IN_BODY);
+}
+
+/* One query key: filter[name][starts_with], each name percent-encoded. */
+static void query_key(lua_State *L, struct strbuf *b, const struct seg *s) {
+  if (s->up != NULL) {
+    query_key(L, b, s->up);
+    sb_addlit(L, b, "[");
+    sb_add_urlencoded(L, b, s->name, strlen(s->name));
+    sb_addlit(L, b, "]");
+  } else {
+    sb_add_urlencoded(L, b, s->name, strlen(s->name));
+  }
+}
+
+/* Appends key=value pairs for the value at idx: objects one level deeper
+ * per field, arrays comma-joined (an empty one adds nothing). */
+static void query_value(lua_State *L, struct strbuf *b, const struct rule *r, int idx,
+                        const struct seg *key, char *sep) {
+  if (r->kind == K_OBJECT) {
+    const struct rule *f;
+    for (f = r->fields; f->name != NULL; f++) {
+      struct seg s;
+      s.up = key; s.name = f->name; s.index = 0;
+      compat_rawgetfield(L, idx, f->name);
+      if (!lua_isnil(L, -1)) query_value(L, b, f, lua_gettop(L), &s, sep);
+      lua_pop(L, 1);
+    }
+    return;
+  }
+  if (r->kind == K_ARRAY && compat_rawlen(L, idx) == 0) return;
+  sb_add(L, b, sep, 1);
+  *sep = '&';
+  query_key(L, b, key);
+  sb_addlit(L, b, "=");
+  if (r->kind == K_ARRAY) {
+    size_t i, n = compat_rawlen(L, idx);
+    for (i = 1; i <= n; i++) {
+      if (i > 1) sb_addlit(L, b, ",");
+      lua_rawgeti(L, idx, (int)i);
+      kinds[r->items->kind].text(L, b, r->items, lua_gettop(L));
+      lua_pop(L, 1);
+    }
+  } else {
+    kinds[r->kind].text(L, b, r, idx);
+  }
+}
+
+static const struct rule *path_rule(const struct operation *op, const char *name, size_t len) {
+  const struct rule *f;
+  for (f = op->params; f->name != NULL; f++)
+    if (f->place == IN_PATH && strlen(f->name) == len && strncmp(f->name, name, len) == 0) return f;
+  return NULL;
+}
+
+/* base_url + path with each {x} filled in, then the query params given. */
+void tsim_build_url(lua_State *L, struct strbuf *b, const char *base_url, const struct operation *op,
+                    int idx) {
+  const char *p = op->path;
+  const struct rule *f;
+  char sep = '?';
+  idx = compat_absindex(L, idx);
+  b->len = 0;
+  sb_addstr(L, b, base_url);
+  while (*p) {
+    const char *open = strchr(p, '{'), *close = open ? strchr(open, '}') : NULL;
+    if (close == NULL) { sb_addstr(L, b, p); break; }
+    sb_add(L, b, p, (size_t)(open - p));
+    f = path_rule(op, open + 1, (size_t)(close - open - 1)); /* the table check proved it exists */
+    compat_rawgetfield(L, idx, f->name);
+    kinds[f->kind].text(L, b, f, lua_gettop(L));
+    lua_pop(L, 1);
+    p = close + 1;
+  }
+  for (f = op->params; f->name != NULL; f++) {
+    struct seg s;
+    if (f->place != IN_QUERY) continue;
+    s.up = NULL; s.name = f->name; s.index = 0;
+    compat_rawgetfield(L, idx, f->name);
+    if (!lua_isnil(L, -1)) query_value(L, b, f, lua_gettop(L), &s, &sep);
+    lua_pop(L, 1);
+  }
+}
+
+/* ===================================================================== */
+/* sim.describe                                                           */
+/* ===================================================================== */
+
+static const char *const place_names[] = {"body", "path", "query"};
+static const char *const format_names[F_COUNT_] = {NULL, "uuid", "decimal", "spn", "date-time", "header"};
+static const char *const resend_names[] = {"safe", "duplicates", "spends_money"};
+static const char *const body_names[] = {"none", "json"};
+static const char *const result_names[] = {"list", "one", "none"};
+
+static void push_rule(lua_State *L, const struct rule *r, int top);
+
+static void push_fields(lua_State *L, const struct rule *fields, int top) {
+  const struct rule *f;
+  int i = 0;
+  lua_newtable(L);
+  for (f = fields; f->name != NULL; f++) {
+    push_rule(L, f, top);
+    lua_rawseti(L, -2, ++i);
+  }
+}
+
+static void set_number(lua_State *L, const char *key, double d) {
+  if (floor(d) == d && fabs(d) <= MAX_SAFE_INTEGER) lua_pushinteger(L, (lua_Integer)d);
+  else lua_pushnumber(L, d);
+  lua_setfield(L, -2, key);
+}
+
+/* { name, kind, place, required, nullable, format, enum, min, max, fields | items } */
+static void push_rule(lua_State *L, const struct rule *r, int top) {
+  luaL_checkstack(L, 6, "telnyx.sim: rule tree too deep");
+  lua_createtable(L, 0, 6);
+  tsim_set_string(L, "name", r->name);
+  tsim_set_string(L, "kind", kinds[r->kind].name);
+  if (top) tsim_set_string(L, "place", place_names[r->place]);
+  if (r->flags & R_REQUIRED) tsim_set_bool(L, "required", 1);
+  if (r->flags & R_NULLABLE) tsim_set_bool(L, "nullable", 1);
+  if (r->format != F_NONE) tsim_set_string(L, "format", format_names[r->format]);
+  if (r->has_min) set_number(L, "min", r->min);
+  if (r->has_max) set_number(L, "max", r->max);
+  if (r->choices != NULL) {
+    const char *const *c;
+    int i = 0;
+    lua_newtable(L);
+    for (c = r->choices; *c != NULL; c++) {
+      lua_pushstring(L, *c);
+      lua_rawseti(L, -2, ++i);
+    }
+    lua_setfield(L, -2, "enum");
+  }
+  if (r->kind == K_OBJECT) {
+    push_fields(L, r->fields, 0);
+    lua_setfield(L, -2, "fields");
+  } else if (r->items != NULL) {
+    push_rule(L, r->items, 0);
+    lua_setfield(L, -2, "items");
+  }
+}
+
+void tsim_describe(lua_State *L, const struct operation *op) {
+  lua_createtable(L, 0, 10);
+  tsim_set_string(L, "name", op->name);
+  tsim_set_string(L, "method", op->method);
+  tsim_set_string(L, "path", op->path);
+  tsim_set_string(L, "body", body_names[op->body]);
+  tsim_set_string(L, "result", result_names[op->result]);
+  tsim_set_string(L, "resend", resend_names[op->resend]);
+  tsim_set_string(L, "noun", op->noun);
+  tsim_set_string(L, "check", op->check);
+  lua_createtable(L, 0, 2);
+  tsim_set_string(L, "kind", "object");
+  push_fields(L, op->params, 1);
+  lua_setfield(L, -2, "fields");
+  lua_setfield(L, -2, "params");
+}
+
+/* ===================================================================== */
+/* The table checks itself at load                                        */
+/* ===================================================================== */
+
+static char table_problem[256];
+
+static const char *problem(const struct operation *op, const char *field, const char *what) {
+  snprintf(table_problem, sizeof table_problem, "operation '%s'%s%s%s: %s", op->name,
+           field ? ", field '" : "", field ? field : "", field ? "'" : "", what);
+  return table_problem;
+}
+
+/* A rule's own consistency; `place` is where its root travels. */
+static const char *check_rule(const struct operation *op, const struct rule *r, enum place place, int depth) {
+  const struct rule *f;
+  if (depth > 8) return problem(op, r->name, "nested too deeply");
+  if (r->kind >= K_COUNT_ || !kinds[r->kind].api) return problem(op, r->name, "kind not allowed in an operation");
+  if ((r->kind == K_OBJECT) != (r->fields != NULL)) return problem(op, r->name, "fields iff object");
+  if ((r->kind == K_ARRAY) != (r->items != NULL)) return problem(op, r->name, "items iff array");
+  if ((r->choices != NULL || r->format != F_NONE) && r->kind != K_STRING)
+    return problem(op, r->name, "enum or format on a non-string");
+  if (place == IN_PATH && kinds[r->kind].text == NULL) return problem(op, r->name, "a path param must be a scalar");
+  if (place == IN_QUERY && r->kind == K_ARRAY && kinds[r->items->kind].text == NULL)
+    return problem(op, r->name, "a query array must hold scalars");
+  if (place == IN_BODY && op->body == BODY_NONE) return problem(op, r->name, "a body param in a row without a body");
+  if (r->items != NULL) {
+    const char *p = check_rule(op, r->items, place, depth + 1);
+    if (p != NULL) return p;
+  }
+  for (f = r->fields; f != NULL && f->name != NULL; f++) {
+    const struct rule *g;
+    const char *p;
+    for (g = f + 1; g->name != NULL; g++)
+      if (strcmp(f->name, g->name) == 0) return problem(op, f->name, "defined twice");
+    if ((p = check_rule(op, f, place, depth + 1)) != NULL) return p;
+  }
+  return NULL;
+}
+
+/* Every {x} in the path is a required path param, and every path param is in the path. */
+static const char *check_path(const struct operation *op) {
+  const struct rule *f;
+  const char *p = op->path;
+  int placeholders = 0, path_params = 0;
+  while ((p = strchr(p, '{')) != NULL) {
+    const char *close = strchr(p, '}');
+    if (close == NULL) return problem(op, NULL, "unclosed { in the path");
+    f = path_rule(op, p + 1, (size_t)(close - p - 1));
+    if (f == NULL || !(f->flags & R_REQUIRED)) return problem(op, NULL, "a {name} in the path without a required path param");
+    placeholders++;
+    p = close + 1;
+  }
+  for (f = op->params; f->name != NULL; f++) path_params += f->place == IN_PATH;
+  return placeholders == path_params ? NULL : problem(op, NULL, "a path param that is not in the path");
+}
+
+static const char *check_row(const struct operation *op, const char *const *reserved) {
+  const struct rule *f;
+  const char *const *m;
+  const char *p;
+  size_t i;
+  for (m = reserved; *m != NULL; m++)
+    if (strcmp(*m, op->name) == 0) return problem(op, NULL, "shadows a client method");
+  for (i = 0; &tsim_operations[i] != op; i++)
+    if (strcmp(tsim_operations[i].name, op->name) == 0) return problem(op, NULL, "defined twice");
+  if ((op->resend == RESEND_SAFE) != (op->check == NULL) || op->noun == NULL)
+    return problem(op, NULL, "needs a noun, and a check exactly when re-sending is not safe");
+  if ((p = check_path(op)) != NULL) return p;
+  for (f = op->params; f->name != NULL; f++) {
+    const struct rule *g;
+    for (g = f + 1; g->name != NULL; g++)
+      if (strcmp(f->name, g->name) == 0) return problem(op, f->name, "defined twice");
+    if ((p = check_rule(op, f, f->place, 0)) != NULL) return p;
+  }
+  return NULL;
+}
+
+const char *tsim_check_table(const char *const *reserved) {
+  size_t i;
+  for (i = 0; i < tsim_n_operations; i++) {
+    const char *p = check_row(&tsim_operations[i], reserved);
+    if (p != NULL) return p;
+  }
+  return NULL;
+}

@@ -1,0 +1,142 @@
+-- telnyx.sim.flow: the helpers built from single calls, shared by every
+-- client (the C client of telnyx.sim and telnyx.sim.resty's). They use only
+-- client:call(name, params, opts) and client:sleep(seconds), so they keep
+-- every rule of a single call, and wait the client's way (ngx.sleep in
+-- OpenResty).
+--
+--   for card, err in client:each("list_sim_cards", { filter = { tags = { "fleet" } } }) do
+--     if not card then error(tostring(err)) end   -- a failed page: never a silent end
+--     print(card.iccid)
+--   end
+--   local action, err = client:wait_for_action(res.data, { timeout = 60, interval = 2 })
+
+local flow = {}
+
+local DEFAULT_PAGE_SIZE = 250 -- the API's maximum: fewest round trips
+local DEFAULT_WAIT_TIMEOUT = 60
+local DEFAULT_WAIT_INTERVAL = 1
+
+local function sim() return require "telnyx.sim" end -- not at load: telnyx.sim loads this file
+
+local function fail(kind, message, fields)
+  fields = fields or {}
+  fields.retryable = false
+  return sim().error(kind, message, fields)
+end
+
+local function copy(t)
+  local c = {}
+  for k, v in pairs(t) do c[k] = v end
+  return c
+end
+
+-- Whether operation `name` takes a page param (every list_* but wireless regions).
+local function is_paged(name)
+  local d = sim().describe(name)
+  if not d or d.result ~= "list" then return false end
+  for _, f in ipairs(d.params.fields) do
+    if f.name == "page" and f.kind == "object" then return true end
+  end
+  return false
+end
+
+--- client:each(name, params [, opts]) -> iterator over every item of every page.
+-- Each step gives `item`, or `false, err` once when a page could not be had
+-- (bad params included), after which the loop ends.
+function flow.each(client, name, params, opts)
+  local failed
+  if type(name) ~= "string" or not is_paged(name) then
+    failed = fail("invalid_params", "each: '" .. tostring(name) .. "' is not a paged list operation", { field = "name" })
+  elseif params ~= nil and type(params) ~= "table" then
+    failed = fail("invalid_params", "each: params must be a table (got " .. type(params) .. ")", { field = "params" })
+  end
+  local p = copy(params or {})
+  local page = copy(type(p.page) == "table" and p.page or {})
+  page.number = page.number or 1
+  page.size = page.size or DEFAULT_PAGE_SIZE
+  p.page = page
+  local items, i, last = {}, 0, false
+  return function()
+    if failed then
+      local err = failed
+      failed, last = nil, true
+      return false, err
+    end
+    i = i + 1
+    if items[i] ~= nil then return items[i] end
+    if last then return nil end
+    local res, err = client:call(name, p, opts)
+    if not res then
+      last = true
+      return false, err
+    end
+    items, i = res.data, 1
+    local total = type(res.meta) == "table" and tonumber(res.meta.total_pages)
+    last = #items == 0 or (total ~= nil and page.number >= total)
+    page.number = page.number + 1
+    return items[1]
+  end
+end
+
+-- The status word of a SIM card action ({value =}) or a group action (a string).
+local function status_of(action)
+  local s = action.status
+  if type(s) == "table" then s = s.value end
+  return s
+end
+
+local function number_opt(opts, key, default)
+  local v = opts[key]
+  if v == nil then return default end
+  if type(v) ~= "number" or v ~= v or v <= 0 then
+    return nil, fail("invalid_params", "wait_for_action: option 'opts." .. key .. "' must be a number > 0 (got "
+      .. tostring(v) .. ")", { field = "opts." .. key })
+  end
+  return v
+end
+
+--- client:wait_for_action(action_or_id [, { timeout =, interval =, group = }])
+-- -> the action once it is no longer "in-progress" | nil, err.
+-- A SIM card group action is followed when the table says so (record_type)
+-- or with group = true. On timeout err.kind is "timeout" and err.action the
+-- last state seen. The timeout counts the time spent waiting between polls.
+function flow.wait_for_action(client, action, opts)
+  opts = opts or {}
+  if type(opts) ~= "table" then
+    return nil, fail("invalid_params", "wait_for_action: options must be a table", { field = "opts" })
+  end
+  local timeout, err = number_opt(opts, "timeout", DEFAULT_WAIT_TIMEOUT)
+  if not timeout then return nil, err end
+  local interval
+  interval, err = number_opt(opts, "interval", DEFAULT_WAIT_INTERVAL)
+  if not interval then return nil, err end
+  if type(action) == "table" and type(action.data) == "table" then action = action.data end -- a whole res
+  local id = type(action) == "table" and action.id or action
+  if type(id) ~= "string" then
+    return nil, fail("invalid_params", "wait_for_action: needs an action table or its id (got " .. type(action) .. ")",
+      { field = "action" })
+  end
+  local group = opts.group or (type(action) == "table" and action.record_type == "sim_card_group_action")
+  local get = group and "get_sim_card_group_action" or "get_sim_card_action"
+  local waited, last = 0, type(action) == "table" and action or nil
+  while true do
+    if last and status_of(last) ~= nil and status_of(last) ~= "in-progress" then return last end
+    if last and waited >= timeout then
+      return nil, fail("timeout", string.format("wait_for_action: action %s still %s after %gs", id,
+        tostring(status_of(last)), waited), { action = last })
+    end
+    if last then
+      local step = math.min(interval, timeout - waited)
+      client:sleep(step)
+      waited = waited + step
+    end
+    local res
+    res, err = client:call(get, { id = id })
+    if not res then return nil, err end
+    last = res.data
+  end
+end
+
+flow.methods = { "each", "wait_for_action" }
+
+return flow
