@@ -671,14 +671,15 @@ static void meta_from_table(lua_State *L, int idx, struct response_meta *m) {
 
 static const char *const failure_names[] = {"not_sent", "connect_timeout", "timeout", "broken", "too_large", NULL};
 
-/* A number field of a caller's table, clamped: no UB cast of NaN or 1e300. */
-static long clamped_field(lua_State *L, int t, const char *key, long lo, long hi, long dflt) {
+/* A number field of a caller's table, without a UB cast of NaN or 1e300:
+ * absent gives dflt, below lo (or NaN) lo, above hi `over`. */
+static long clamped_field(lua_State *L, int t, const char *key, long lo, long hi, long over, long dflt) {
   double d;
   lua_getfield(L, t, key);
   d = lua_type(L, -1) == LUA_TNUMBER ? (double)lua_tonumber(L, -1) : (double)dflt;
   lua_pop(L, 1);
-  if (!(d >= (double)lo)) return d == d ? lo : dflt;
-  return d > (double)hi ? hi : (long)d;
+  if (!(d >= (double)lo)) return lo;
+  return d > (double)hi ? over : (long)d;
 }
 
 /* Fills `a` from a reply table at 3: a response or a failure. */
@@ -691,7 +692,7 @@ static void attempt_from_reply(lua_State *L, const struct client *c, struct atte
   a->body = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &a->body_len) : "";
   lua_getfield(L, 3, "message");
   a->transport_message = lua_tostring(L, -1);
-  a->status = clamped_field(L, 3, "status", 0, 999999999, 0);
+  a->status = clamped_field(L, 3, "status", 0, 999999999, 0, 0);
   lua_getfield(L, 3, "failure");
   if (!lua_isnil(L, -1)) {
     static const enum outcome outcomes[] = {OUT_NOT_SENT, OUT_NOT_SENT, OUT_TIMEOUT, OUT_BROKEN, OUT_TOO_LARGE};
@@ -735,7 +736,7 @@ static int client_interpret(lua_State *L) {
   lua_getfield(L, 2, "retry_may_duplicate");
   resend_ok = lua_toboolean(L, -1);
   lua_pop(L, 2);
-  max_retries = (int)clamped_field(L, 2, "max_retries", 0, MAX_RETRIES_LIMIT, c->max_retries);
+  max_retries = (int)clamped_field(L, 2, "max_retries", 0, MAX_RETRIES_LIMIT, MAX_RETRIES_LIMIT, c->max_retries);
   attempt_from_reply(L, c, &a);
   if (tsim_interpret(L, 4, op, &a, resend_ok, attempt, &v)) return 1;
   finish_error(L, c, attempt);

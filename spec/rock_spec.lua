@@ -29,7 +29,7 @@ describe_rock("luarocks make", function()
   setup(function()
     stub = helpers.start_stub()
     dir = helpers.tmpname()
-    assert.equal(0, (sh("mkdir -p " .. dir .. "/src " .. dir .. "/tree && cp -r *.rockspec lua_telnyx_sim.c "
+    assert.equal(0, (sh("mkdir -p " .. dir .. "/src " .. dir .. "/tree && cp -r *.rockspec lua_telnyx_sim.c src "
       .. dir .. "/src/ && { [ -d telnyx ] && cp -r telnyx " .. dir .. "/src/ || true; }")))
   end)
 
@@ -47,6 +47,9 @@ describe_rock("luarocks make", function()
     local resty_file = io.open(("%s/tree/share/lua/%s/telnyx/sim/resty.lua"):format(dir, lua_version))
     assert.truthy(resty_file, "telnyx/sim/resty.lua is not in the tree")
     if resty_file then resty_file:close() end
+    local flow_file = io.open(("%s/tree/share/lua/%s/telnyx/sim/flow.lua"):format(dir, lua_version))
+    assert.truthy(flow_file, "telnyx/sim/flow.lua is not in the tree")
+    if flow_file then flow_file:close() end
 
     local script = ([[
       local sim = require "telnyx.sim"
@@ -60,8 +63,8 @@ describe_rock("luarocks make", function()
       local res = assert(c:purchase_esims{ amount = 2 })
       io.write(where, "\n", #res.data, " ", res.data[1].type, " ", tostring(res.data[1].eid), "\n")
     ]]):format(stub.base_url)
-    local cmd = ("LUA_CPATH='%s/tree/lib/lua/%s/?.so;;' LUA_PATH=';;' %s -e %q")
-      :format(dir, lua_version, lua_bin, script)
+    local cmd = ("LUA_CPATH='%s/tree/lib/lua/%s/?.so;;' LUA_PATH='%s/tree/share/lua/%s/?.lua;;' %s -e %q")
+      :format(dir, lua_version, dir, lua_version, lua_bin, script)
     rc, out = sh(cmd)
     assert.equal(0, rc, out)
     assert.equal(dir .. "/tree/lib/lua/" .. lua_version .. "/telnyx/sim.so\n2 esim nil\n", out)

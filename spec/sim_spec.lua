@@ -40,7 +40,9 @@ describe("telnyx.sim", function()
   describe("module", function()
     it("has a version and lists its operations", function()
       assert.matches("^%d+%.%d+%.%d+$", sim._VERSION)
-      assert.same({ "purchase_esims", "register_sim_cards", "get_sim_card" }, sim.operations)
+      assert.equal(45, #sim.operations)
+      assert.same({ "purchase_esims", "register_sim_cards", "list_sim_cards", "get_sim_card" },
+        { sim.operations[1], sim.operations[2], sim.operations[3], sim.operations[4] })
     end)
 
     it("gives every client the operations as methods", function()
@@ -179,8 +181,12 @@ describe("telnyx.sim", function()
         voice_enabled = false,
         created_at = "2018-02-02T22:25:27.521Z",
         updated_at = "2018-02-02T22:25:27.521Z",
-        future_field = { nested = { 1, 2.5, nil, "x" } },
+        future_field = { nested = { 1, 2.5, sim.null, "x" } }, -- a null keeps its place in an array
       }, card)
+      assert.equal(sim.array_mt, getmetatable(card.tags))
+      assert.equal(sim.array_mt, getmetatable(card.resources_with_in_progress_actions)) -- [] stays an array
+      assert.is_nil(getmetatable(card.data_limit))
+      assert.equal(sim.array_mt, getmetatable(res.data))
       assert.is_nil(card.eid)
       assert.is_nil(rawget(card, "esim_installation_status"))
       assert.equal("integer", int_type(card.current_device_location.accuracy))
@@ -280,7 +286,7 @@ describe("telnyx.sim", function()
 
   describe("invalid params are refused before any traffic", function()
     local cases = {
-      { "purchase_esims", nil, nil, "params must be a table" },
+      { "purchase_esims", nil, "amount", "'amount' is required" }, -- no params: an empty table
       { "purchase_esims", "x", nil, "params must be a table" },
       { "purchase_esims", {}, "amount", "'amount' is required" },
       { "purchase_esims", { amount = 1.5 }, "amount", "'amount' must be an integer >= 1" },
@@ -291,11 +297,11 @@ describe("telnyx.sim", function()
       { "purchase_esims", { amount = 0 / 0 }, "amount", "'amount' must be an integer >= 1" },
       { "purchase_esims", { amount = 2 ^ 60 }, "amount", "'amount' must be an integer >= 1" },
       { "purchase_esims", { amount = true }, "amount", "'amount' must be an integer >= 1" },
-      { "purchase_esims", { amount = 1, tags = "fleet" }, "tags", "'tags' must be an array of strings" },
-      { "purchase_esims", { amount = 1, tags = { "a", 2 } }, "tags", "'tags' must be an array of strings" },
-      { "purchase_esims", { amount = 1, tags = { x = "a" } }, "tags", "'tags' must be an array of strings" },
-      { "purchase_esims", { amount = 1, tags = { [1] = "a", [3] = "c" } }, "tags", "'tags' must be an array of strings" },
-      { "purchase_esims", { amount = 1, tags = { "\255\254" } }, "tags", "not valid UTF%-8" },
+      { "purchase_esims", { amount = 1, tags = "fleet" }, "tags", "'tags' must be an array %(a sequence 1..n%) %(got a string" },
+      { "purchase_esims", { amount = 1, tags = { "a", 2 } }, "tags[2]", "'tags%[2%]' must be a non%-empty UTF%-8 string %(got number 2%)" },
+      { "purchase_esims", { amount = 1, tags = { x = "a" } }, "tags", "'tags' must be an array .*non%-integer keys" },
+      { "purchase_esims", { amount = 1, tags = { [1] = "a", [3] = "c" } }, "tags", "'tags' must be an array .*holes" },
+      { "purchase_esims", { amount = 1, tags = { "\255\254" } }, "tags[1]", "not valid UTF%-8" },
       { "purchase_esims", { amount = 1, sim_card_group_id = "not-a-uuid" }, "sim_card_group_id", "must be a UUID" },
       { "purchase_esims", { amount = 1, sim_card_group_id = GROUP .. "0" }, "sim_card_group_id", "must be a UUID" },
       { "purchase_esims", { amount = 1, sim_card_group_id = 42 }, "sim_card_group_id", "must be a UUID" },
@@ -306,12 +312,12 @@ describe("telnyx.sim", function()
       { "purchase_esims", { amount = 1, product = "" }, "product", "'product' must be a non%-empty UTF%-8 string" },
       { "purchase_esims", { amount = 1, amout = 2 }, "amout", "unknown field 'amout'" },
       { "purchase_esims", { amount = 1, registration_codes = { "1" } }, "registration_codes", "unknown field" },
-      { "purchase_esims", { amount = 1, [1] = "x" }, nil, "params must have only string keys" },
+      { "purchase_esims", { amount = 1, [1] = "x" }, "got number 1", "unknown field 'got number 1'" },
       { "register_sim_cards", {}, "registration_codes", "'registration_codes' is required" },
-      { "register_sim_cards", { registration_codes = {} }, "registration_codes", "got an empty array" },
-      { "register_sim_cards", { registration_codes = "0000000001" }, "registration_codes", "non%-empty array" },
-      { "register_sim_cards", { registration_codes = { "1", 2 } }, "registration_codes", "item 2: got number 2" },
-      { "register_sim_cards", { registration_codes = { "1", "" } }, "registration_codes", "item 2 is empty" },
+      { "register_sim_cards", { registration_codes = {} }, "registration_codes", "length >= 1 %(got 0 items%)" },
+      { "register_sim_cards", { registration_codes = "0000000001" }, "registration_codes", "must be an array" },
+      { "register_sim_cards", { registration_codes = { "1", 2 } }, "registration_codes[2]", "got number 2" },
+      { "register_sim_cards", { registration_codes = { "1", "" } }, "registration_codes[2]", "got a string of 0 bytes" },
       { "register_sim_cards", { registration_codes = { "1" }, status = "on" }, "status", "must be one of" },
       { "register_sim_cards", { registration_codes = { "1" }, amount = 1 }, "amount", "unknown field 'amount'" },
     }
@@ -337,7 +343,7 @@ describe("telnyx.sim", function()
         { { idempotency_key = "" }, "opts.idempotency_key" },
         { { idempotency_key = 92 }, "opts.idempotency_key" },
         { { idempotency_key = "a\r\nX-Evil: 1" }, "opts.idempotency_key" },
-        { { headers = { ["X-Ok"] = "a\nb" } }, "opts.headers" },
+        { { headers = { ["X-Ok"] = "a\nb" } }, "opts.headers.X-Ok" },
         { { headers = { ["Bad Name"] = "v" } }, "opts.headers" },
         { { headers = { Authorization = "Bearer other" } }, "opts.headers" },
         { { retry_may_duplicate = "yes" }, "opts.retry_may_duplicate" },
@@ -349,7 +355,7 @@ describe("telnyx.sim", function()
         assert.equal(case[2], err.field)
       end
       local _, err = client:purchase_esims({ amount = 1 }, { tiemout = 1 })
-      assert.matches("unknown option 'tiemout'", err.message)
+      assert.matches("unknown option 'opts.tiemout'", err.message)
       assert.equal(0, #stub:requests())
     end)
 
@@ -429,7 +435,7 @@ describe("telnyx.sim", function()
       stub:queue{ status = 200, json = { data = { helpers.sim_card() } } }
       local _, err = client:get_sim_card{ id = ID }
       assert.equal("decode", err.kind)
-      assert.matches("'data' is not a SIM card object", err.message)
+      assert.matches("'data' is not an object %(expected one SIM card%)", err.message)
     end)
   end)
 
@@ -463,18 +469,24 @@ describe("sim.new", function()
     assert.error_matches(function() sim.new{ api_key = "k", timeout = "5" } end, "option 'timeout' must be a number")
     assert.error_matches(function() sim.new{ api_key = "k", timeout = 0 } end, "option 'timeout'")
     assert.error_matches(function() sim.new{ api_key = "k", max_retries = 1.5 } end, "option 'max_retries' must be an integer")
-    assert.error_matches(function() sim.new{ api_key = 42 } end, "option 'api_key' must be a string")
+    assert.error_matches(function() sim.new{ api_key = 42 } end, "option 'api_key' must be a UTF%-8 string")
     assert.error_matches(function() sim.new{ api_key = "k", allow_insecure_http = 1 } end, "must be a boolean")
     assert.error_matches(function() sim.new("k") end, "options must be a table")
   end)
 
   it("returns nil, err for a configuration that cannot work", function()
+    -- whatever this machine's environment holds: a child without TELNYX_API_KEY
+    local code = [[local c, err = require("telnyx.sim").new{ base_url = "https://api.telnyx.com/v2" }
+      io.write(tostring(c), " ", err.kind, " ", err.message)]]
+    local pipe = assert(io.popen("env -u TELNYX_API_KEY " .. (os.getenv("LUA_BIN") or "lua5.4") .. " -e "
+      .. helpers.shell_quote(code)))
+    local out = pipe:read("*a")
+    pipe:close()
+    assert.equal("nil config no API key: pass api_key to telnyx.sim.new or set TELNYX_API_KEY", out)
+    -- an empty string is refused, never replaced by the environment's key
     local c, err = sim.new{ api_key = "", base_url = "https://api.telnyx.com/v2" }
-    if os.getenv("TELNYX_API_KEY") == nil then
-      assert.is_nil(c)
-      assert.equal("config", err.kind)
-      assert.matches("no API key", err.message)
-    end
+    assert.is_nil(c)
+    assert.same({ "config", "api_key" }, { err.kind, err.field })
     for _, url in ipairs{ "ftp://x/v2", "api.telnyx.com", "https://", "https://a b/", "https://h/v2\r\nX: y",
                           "http://example.com/v2", "https://user:pw@example.com/v2" } do
       c, err = sim.new{ api_key = "k", base_url = url }

@@ -75,7 +75,7 @@ static double seconds_until_http_date(const char *v, size_t n) {
   if (n >= sizeof buf) return -1;
   memcpy(buf, v, n);
   buf[n] = '\0';
-  if (sscanf(buf, "%3s %d %3s %d %d:%d:%d %3s%n", wday, &day, mon, &year, &hh, &mm, &ss, gmt, &used) != 8 ||
+  if (sscanf(buf, "%3s, %d %3s %d %d:%d:%d %3s%n", wday, &day, mon, &year, &hh, &mm, &ss, gmt, &used) != 8 ||
       (size_t)used != n || strcmp(gmt, "GMT") != 0 || (m = strstr(months, mon)) == NULL ||
       (m - months) % 3 != 0 || day < 1 || day > 31 || hh > 23 || mm > 59 || ss > 60 || year < 1970)
     return -1;

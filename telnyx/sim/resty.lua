@@ -206,9 +206,27 @@ local function call(self, op, params, opts)
   end
 end
 
+--- client:call(name, params [, opts]): the primitive under every operation method.
+function Client:call(name, params, opts)
+  if type(name) ~= "string" or not sim.describe(name) then
+    return nil, new_error("invalid_params", "call: '" .. tostring(name) .. "' is not an operation (see sim.operations)",
+      "name")
+  end
+  return call(self, name, params, opts)
+end
+
 for _, name in ipairs(sim.operations) do
   Client[name] = function(self, params, opts) return call(self, name, params, opts) end
 end
+
+--- client:sleep(seconds): how flow's helpers wait here -- without blocking the worker.
+function Client:sleep(seconds)
+  ngx.sleep(seconds)
+end
+
+-- each and wait_for_action, the same code as the C client's
+local flow = require "telnyx.sim.flow"
+for _, name in ipairs(flow.methods) do Client[name] = flow[name] end
 
 --- Releases the core client (no connection is held: nginx keeps those).
 function Client:close()

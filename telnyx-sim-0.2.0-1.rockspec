@@ -1,16 +1,18 @@
 rockspec_format = "3.0"
 package = "telnyx-sim"
-version = "0.1.0-1"
+version = "0.2.0-1"
 source = {
    url = "git+https://github.com/telnyx-sim/telnyx-sim.git",
-   tag = "v0.1.0",
+   tag = "v0.2.0",
 }
 description = {
-   summary = "Buy eSIMs and register SIM cards on Telnyx's API v2 from Lua (C module over libcurl)",
+   summary = "Manage Telnyx SIM cards (API v2) from Lua: all 45 SIM card operations (C module over libcurl)",
    detailed = [[
-telnyx.sim is a Lua C module that purchases eSIMs and registers physical SIM
-cards through Telnyx's API v2 and returns the SIM cards as plain Lua tables.
-It never re-sends a money-spending request that may have reached the server.
+telnyx.sim is a Lua C module for the whole Telnyx SIM card API v2: buy eSIMs,
+register physical SIM cards, activation codes, groups, enable/disable, orders,
+data usage notifications, paging and action waiting, with results as plain Lua
+tables. It never re-sends a request that spends money or creates an object once
+it may have reached the server.
 ]],
    homepage = "https://github.com/telnyx-sim/telnyx-sim",
    license = "MIT",
@@ -27,13 +29,18 @@ build = {
    type = "builtin",
    modules = {
       ["telnyx.sim"] = {
-         sources = { "lua_telnyx_sim.c" },
+         sources = {
+            "lua_telnyx_sim.c", "src/transport.c", "src/rules.c", "src/operations.c", "src/interpret.c",
+            "src/err.c", "src/json.c", "src/strbuf.c", "src/random.c",
+         },
          libraries = { "curl", "pthread", "m" },
          incdirs = { "$(CURL_INCDIR)" },
          libdirs = { "$(CURL_LIBDIR)" },
       },
       -- the same client for OpenResty, doing its I/O through nginx
       ["telnyx.sim.resty"] = "telnyx/sim/resty.lua",
+      -- each and wait_for_action, shared by both clients
+      ["telnyx.sim.flow"] = "telnyx/sim/flow.lua",
    },
 }
 test_dependencies = { "busted", "luasocket" }
