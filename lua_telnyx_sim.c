@@ -223,10 +223,7 @@ static const char *string_option(lua_State *L, const char *name, const char **ba
   compat_rawgetfield(L, 1, name);
   s = lua_tolstring(L, -1, &n);
   lua_pop(L, 1); /* still referenced by the options table */
-  if (s != NULL && *bad == NULL) {
-    if (n == 0) *bad = name;
-    else if (strlen(s) != n) *bad = name;
-  }
+  if (s != NULL && *bad == NULL && (n == 0 || strlen(s) != n)) *bad = name;
   return s;
 }
 

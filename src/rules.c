@@ -189,13 +189,13 @@ static int is_uuid(const char *s, size_t n) {
 }
 
 static int is_decimal(const char *s, size_t n) {
-  size_t i, digits = 0, dots = 0;
+  size_t i, seen = 0, dots = 0;
   for (i = 0; i < n; i++) {
-    if (isdigit((unsigned char)s[i])) digits++;
-    else if (s[i] == '.' && dots++ == 0 && digits > 0) continue;
+    if (isdigit((unsigned char)s[i])) seen++;
+    else if (s[i] == '.' && dots++ == 0 && seen > 0) continue;
     else return 0;
   }
-  return digits > 0 && s[n - 1] != '.';
+  return seen > 0 && s[n - 1] != '.';
 }
 
 static int is_spn(const char *s, size_t n) {
@@ -297,15 +297,23 @@ static int in_choices(const char *const *c, const char *s, size_t n) {
   return 0;
 }
 
+/* Plain ASCII that may be quoted back in a message. */
+static int printable(const char *s, size_t n) {
+  size_t i;
+  for (i = 0; i < n; i++)
+    if (s[i] < 0x20 || s[i] > 0x7e) return 0;
+  return 1;
+}
+
 static int check_string(lua_State *L, const struct rule *r, int idx, const struct walk *w) {
   size_t n;
   const char *s;
-  char what[64];
   if (lua_type(L, idx) != LUA_TSTRING) return fail_value(L, w, r, idx);
   s = lua_tolstring(L, idx, &n);
   if (!utf8_valid((const unsigned char *)s, n)) return fail(L, w, r, "got a string that is not valid UTF-8");
   if (r->choices != NULL && !in_choices(r->choices, s, n)) {
-    if (n <= 40 && header_safe(s, n)) snprintf(what, sizeof what, "got \"%s\"", s);
+    char what[64];
+    if (n <= 40 && printable(s, n)) snprintf(what, sizeof what, "got \"%s\"", s);
     else describe_value(L, idx, what, sizeof what);
     return fail(L, w, r, what);
   }
@@ -336,12 +344,12 @@ static long sequence_length(lua_State *L, int idx, const char **bad) {
 
 static int check_array(lua_State *L, const struct rule *r, int idx, const struct walk *w) {
   const char *bad = NULL;
-  char what[64];
   long n, i;
   if (lua_type(L, idx) != LUA_TTABLE) return fail_value(L, w, r, idx);
   n = sequence_length(L, idx, &bad);
   if (n < 0) return fail(L, w, r, bad);
   if (!in_bounds(r, (double)n)) {
+    char what[64];
     snprintf(what, sizeof what, "got %ld item%s", n, n == 1 ? "" : "s");
     return fail(L, w, r, what);
   }

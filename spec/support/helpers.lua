@@ -140,8 +140,8 @@ function helpers.read_response(sock, opts)
     end
     if status >= 200 then
       local len = tonumber(res.headers["content-length"])
-      if opts.head or status == 204 or status == 304 then
-        res.body = ""
+      if opts.head or status == 204 or status == 304 or len == 0 then
+        res.body = "" -- (receive(0) on a connection the server closed says "closed")
       elseif len then
         local body, berr, partial = sock:receive(len)
         if not body then return nil, berr, partial end
@@ -304,9 +304,69 @@ function Stub:last_request()
   return list[#list]
 end
 
---- Clear the queue and the request log.
+--- Clear the queue and the request log; the stub also starts its API state
+-- afresh, restores its config defaults and zeroes its stats.
 function Stub:reset()
   control(self, "POST", "/__stub/reset")
+end
+
+--- The stub's settings (action_delay, delay, implicit_cards). With a table,
+-- changes those first: stub:config{ action_delay = 0.3 }. POST /__stub/reset
+-- (stub:reset()) restores the defaults.
+function Stub:config(settings)
+  if settings == nil then return control(self, "GET", "/__stub/config") end
+  return control(self, "POST", "/__stub/config", helpers.encode(settings))
+end
+
+--- { requests =, in_flight =, in_flight_peak = } of API requests since the last reset.
+function Stub:stats()
+  return control(self, "GET", "/__stub/stats")
+end
+
+--- Every record of the emulated API: { sim_cards =, sim_card_groups =,
+-- sim_card_actions =, bulk_sim_card_actions =, sim_card_group_actions =,
+-- sim_card_orders =, sim_card_data_usage_notifications =, public_ips =,
+-- used_registration_codes = }.
+function Stub:state()
+  return control(self, "GET", "/__stub/state")
+end
+
+--- Add records: stub:seed{ sim_card_groups = { { name = "g" } },
+-- sim_cards = { { type = "physical", status = "disabled", tags = { "a" } } },
+-- used_registration_codes = { "0000000001" } }. Returns the new
+-- { sim_card_groups =, sim_cards = }.
+function Stub:seed(records)
+  return control(self, "POST", "/__stub/seed", helpers.encode(records))
+end
+
+--- The route table: a list of { method =, path = } (paths with {id}).
+function Stub:routes()
+  return control(self, "GET", "/__stub/routes")
+end
+
+--- One API request with a bearer key: stub:api("GET", "/sim_cards?page[size]=5").
+-- path is below /v2; body: a table (sent as JSON) or a string; headers
+-- override the defaults (authorization = false drops the key).
+-- Returns status, the decoded JSON body (nil when empty), the response.
+function Stub:api(method, path, body, headers)
+  if self.stopped then error("stub already stopped", 2) end
+  local hdrs = { authorization = "Bearer stub-spec-key" }
+  if type(body) == "table" then
+    body = helpers.encode(body)
+    hdrs["content-type"] = "application/json"
+  end
+  for k, v in pairs(headers or {}) do hdrs[k:lower()] = v end
+  if hdrs.authorization == false then hdrs.authorization = nil end
+  local res, err = helpers.http({
+    port = self.port, method = method, path = "/v2" .. path, body = body, headers = hdrs, timeout = 10,
+  })
+  if not res then error("stub api " .. method .. " " .. path .. " failed: " .. tostring(err), 2) end
+  local doc = nil
+  if res.body ~= "" then
+    local ok, value = pcall(helpers.decode, res.body)
+    if ok then doc = value end
+  end
+  return res.status, doc, res
 end
 
 --- "http://127.0.0.1:<port>" .. path
