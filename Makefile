@@ -10,6 +10,7 @@
 #   make memcheck         the suite (Lua 5.4, module at -O1 -g) under valgrind memcheck, soak spec excluded
 #   make asan             the suite against an ASan + UBSan build of the module (clang-14), soak spec excluded
 #   make fuzz             both libFuzzer targets (fuzz/), FUZZ_SECONDS each (default 600); fuzz-ci: 30 s each
+#   make generate         types/telnyx/sim.lua (LuaLS definitions) and README.md's operations table, from the module
 
 LUA ?= 5.4
 CC ?= cc
@@ -41,7 +42,7 @@ DEB_PACKAGES = lua5.4 liblua5.4-dev lua-cjson lua-busted lua-socket libcurl4-ope
 ALL_LUA_PACKAGES = lua5.1 liblua5.1-0-dev lua5.2 liblua5.2-dev lua5.3 liblua5.3-dev luajit2 libluajit2-5.1-dev
 TEST_ALL_LUAS = 5.4 5.1 5.2 5.3 luajit
 
-.PHONY: all test test-all demo demo-openresty deps clean lint lint-c rock-check
+.PHONY: all test test-all demo demo-openresty deps clean lint lint-c rock-check generate
 
 all: $(MODULE)
 
@@ -90,6 +91,12 @@ lint-c:
 
 rock-check:
 	luarocks lint telnyx-sim-*-1.rockspec
+
+# The files written from the module's own operation table (tools/generate.lua): the LuaLS
+# definition file and README.md's operations table. spec/generated_spec.lua fails when either is stale.
+generate:
+	@$(MAKE) --no-print-directory LUA=5.4 all
+	LUA_CPATH='$(CURDIR)/build/lua5.4/?.so;;' LUA_PATH='$(CURDIR)/?.lua;;' lua5.4 tools/generate.lua
 
 # make bench [CHECK=1]: the module vs bare libcurl + cjson (bench/limit.c) vs the official Node SDK,
 # against an nginx stub on loopback (bench/run.sh). Never part of `make test`; CHECK=1 makes the

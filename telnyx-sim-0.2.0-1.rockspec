@@ -42,6 +42,10 @@ build = {
       -- each and wait_for_action, shared by both clients
       ["telnyx.sim.flow"] = "telnyx/sim/flow.lua",
    },
+   -- The LuaLS definition file (types/telnyx/sim.lua, `---@meta`; make generate), copied as-is
+   -- into the rock's own directory (lib/luarocks/rocks-5.x/telnyx-sim/<version>/types/), off
+   -- package.path: as a Lua module it would shadow the C module. Point workspace.library there.
+   copy_directories = { "types" },
 }
 test_dependencies = { "busted", "luasocket" }
 test = { type = "busted" }

@@ -29,7 +29,7 @@ describe_rock("luarocks make", function()
   setup(function()
     stub = helpers.start_stub()
     dir = helpers.tmpname()
-    assert.equal(0, (sh("mkdir -p " .. dir .. "/src " .. dir .. "/tree && cp -r *.rockspec lua_telnyx_sim.c src "
+    assert.equal(0, (sh("mkdir -p " .. dir .. "/src " .. dir .. "/tree && cp -r *.rockspec lua_telnyx_sim.c src types "
       .. dir .. "/src/ && { [ -d telnyx ] && cp -r telnyx " .. dir .. "/src/ || true; }")))
   end)
 

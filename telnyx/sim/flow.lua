@@ -46,7 +46,8 @@ end
 function flow.each(client, name, params, opts)
   local failed
   if type(name) ~= "string" or not is_paged(name) then
-    failed = fail("invalid_params", "each: '" .. tostring(name) .. "' is not a paged list operation", { field = "name" })
+    failed = fail("invalid_params", "each: '" .. tostring(name) .. "' is not a paged list operation",
+      { field = "name" })
   elseif params ~= nil and type(params) ~= "table" then
     failed = fail("invalid_params", "each: params must be a table (got " .. type(params) .. ")", { field = "params" })
   end

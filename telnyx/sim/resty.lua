@@ -220,7 +220,7 @@ for _, name in ipairs(sim.operations) do
 end
 
 --- client:sleep(seconds): how flow's helpers wait here -- without blocking the worker.
-function Client:sleep(seconds)
+function Client.sleep(_, seconds)
   ngx.sleep(seconds)
 end
 
