@@ -445,11 +445,12 @@ describe("failures", function()
     it("trusts a private CA given as ca_file", function()
       local c = assert(sim.new{ api_key = KEY, base_url = "https://127.0.0.1:" .. port .. "/v2",
         ca_file = dir .. "/cert.pem", max_retries = 0, timeout = 2 })
-      local _, err = c:purchase_esims{ amount = 1 }
-      -- the handshake passed and the request went out: openssl's test server then
-      -- answers with a status page or not at all, never SIM cards
-      assert.not_matches("before the request was sent", err.message)
-      assert.is_not_nil(err.kind)
+      local _, err = c:get_sim_card("6a09cdc3-8948-47f0-aa62-74ac943d6c58")
+      -- the handshake passed and the GET went through: `openssl s_server -www` answers
+      -- any GET with its HTML status page, which arrives whole and fails only as JSON
+      assert.equal("decode", err.kind)
+      assert.equal(200, err.status)
+      assert.matches("get_sim_card: HTTP 200 response could not be decoded: body is not a JSON object", err.message)
       assert_no_key(err)
     end)
   end)
