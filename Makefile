@@ -11,6 +11,7 @@
 #   make asan             the suite against an ASan + UBSan build of the module (clang-14), soak spec excluded
 #   make fuzz             both libFuzzer targets (fuzz/), FUZZ_SECONDS each (default 600); fuzz-ci: 30 s each
 #   make generate         types/telnyx/sim.lua (LuaLS definitions) and README.md's operations table, from the module
+#   make contract         every operation, valid calls only, through Prism mocking the OpenAPI document (contract/)
 
 LUA ?= 5.4
 CC ?= cc
@@ -42,7 +43,7 @@ DEB_PACKAGES = lua5.4 liblua5.4-dev lua-cjson lua-busted lua-socket libcurl4-ope
 ALL_LUA_PACKAGES = lua5.1 liblua5.1-0-dev lua5.2 liblua5.2-dev lua5.3 liblua5.3-dev luajit2 libluajit2-5.1-dev
 TEST_ALL_LUAS = 5.4 5.1 5.2 5.3 luajit
 
-.PHONY: all test test-all demo demo-openresty deps clean lint lint-c rock-check generate
+.PHONY: all test test-all demo demo-openresty deps clean lint lint-c rock-check generate contract
 
 all: $(MODULE)
 
@@ -113,6 +114,14 @@ $(BENCH_LIMIT): bench/limit.c
 bench: deps $(BENCH_LIMIT)
 	@$(MAKE) --no-print-directory LUA=5.4 all
 	@LUA_CPATH='$(CURDIR)/build/lua5.4/?.so;;' BENCH_LIMIT=$(BENCH_LIMIT) BENCH_CHECK=$(CHECK) sh bench/run.sh
+
+# make contract: each of the 45 operations, one valid call, through Prism (pinned in contract/package.json,
+# npm ci into contract/node_modules) running `prism mock --errors` on the OpenAPI document ($TELNYX_OPENAPI,
+# else ../shared/telnyx-openapi/sim-cards-full.json); every call must be accepted, and a few invalid ones
+# refused (contract/run.sh, contract/run.lua). Always Lua 5.4.
+contract: deps
+	@$(MAKE) --no-print-directory LUA=5.4 all
+	@LUA_CPATH='$(CURDIR)/build/lua5.4/?.so;;' sh contract/run.sh
 
 # --- memory safety: valgrind, sanitizers, fuzzing. Always Lua 5.4. ---
 # Each builds its own copy of the module under build/; the slow soak spec
