@@ -312,7 +312,7 @@ describe("telnyx.sim", function()
       { "purchase_esims", { amount = 1, product = "" }, "product", "'product' must be a non%-empty UTF%-8 string" },
       { "purchase_esims", { amount = 1, amout = 2 }, "amout", "unknown field 'amout'" },
       { "purchase_esims", { amount = 1, registration_codes = { "1" } }, "registration_codes", "unknown field" },
-      { "purchase_esims", { amount = 1, [1] = "x" }, "got number 1", "unknown field 'got number 1'" },
+      { "purchase_esims", { amount = 1, [1] = "x" }, "[1]", "unknown field '%[1%]'" },
       { "register_sim_cards", {}, "registration_codes", "'registration_codes' is required" },
       { "register_sim_cards", { registration_codes = {} }, "registration_codes", "length >= 1 %(got 0 items%)" },
       { "register_sim_cards", { registration_codes = "0000000001" }, "registration_codes", "must be an array" },

@@ -222,9 +222,18 @@ static int expect(const char *s, size_t n, size_t *i, const char *chars) {
   return 1;
 }
 
-/* RFC 3339: YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM). */
+/* Two digits at s[at] within lo..hi (the shape is checked already). */
+static int two_digits_in(const char *s, size_t at, int lo, int hi) {
+  int v = (s[at] - '0') * 10 + (s[at + 1] - '0');
+  return v >= lo && v <= hi;
+}
+
+/* RFC 3339: YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM), fields in range. */
 static int is_datetime(const char *s, size_t n) {
   size_t i = 0;
+  if (n < 19 || !two_digits_in(s, 5, 1, 12) || !two_digits_in(s, 8, 1, 31) || !two_digits_in(s, 11, 0, 23) ||
+      !two_digits_in(s, 14, 0, 59) || !two_digits_in(s, 17, 0, 60))
+    return 0;
   if (!(digits(s, n, &i, 4) && expect(s, n, &i, "-") && digits(s, n, &i, 2) && expect(s, n, &i, "-") &&
         digits(s, n, &i, 2) && expect(s, n, &i, "Tt") && digits(s, n, &i, 2) && expect(s, n, &i, ":") &&
         digits(s, n, &i, 2) && expect(s, n, &i, ":") && digits(s, n, &i, 2)))
@@ -385,6 +394,13 @@ static int fail_unknown(lua_State *L, const struct walk *w, const struct rule *f
   struct walk sub;
   s.up = w->at; s.index = 0;
   s.name = lua_type(L, key) == LUA_TSTRING ? lua_tostring(L, key) : describe_value(L, key, what, sizeof what);
+  if (lua_type(L, key) == LUA_TNUMBER) {
+    double d = (double)lua_tonumber(L, key);
+    if (d >= 1 && d <= 1e9 && floor(d) == d) { /* an array-style key reads as one: filter[1] */
+      s.name = NULL;
+      s.index = (long)d;
+    }
+  }
   sub.v = w->v; sub.at = &s;
   luaL_buffinit(L, &b);
   for (f = fields; f->name != NULL; f++) {
