@@ -1,10 +1,12 @@
 #!/bin/sh
 # make demo: runs the examples against the stub server on loopback, or
-# against the real API when TELNYX_API_KEY is set and TELNYX_BASE_URL is not.
+# against the real API when TELNYX_API_KEY is set and TELNYX_BASE_URL is not:
+# the eSIM onboarding (examples/esim_onboarding.lua, which buys 3 eSIMs: it
+# replaces the bare examples/purchase_esims.lua here), then the registration.
 set -eu
 LUA_BIN=${LUA_BIN:-lua5.4}
 if [ -n "${TELNYX_API_KEY:-}" ] && [ -z "${TELNYX_BASE_URL:-}" ]; then
-  echo "== TELNYX_API_KEY is set: using the real API (this buys eSIMs) =="
+  echo "== TELNYX_API_KEY is set: using the real API (this buys 3 eSIMs) =="
 else
   dir=$(mktemp -d)
   trap 'kill "$(cat "$dir/pid")" 2>/dev/null || true; rm -rf "$dir"' EXIT INT TERM
@@ -22,8 +24,8 @@ else
   echo "== stub server at $TELNYX_BASE_URL =="
 fi
 echo
-echo "== purchase 3 eSIMs =="
-"$LUA_BIN" examples/purchase_esims.lua 3
+echo "== eSIM onboarding: buy 3, activation codes, a group, enable, list by tag 2 per page, disable 1, delete 1 =="
+"$LUA_BIN" examples/esim_onboarding.lua
 echo
 echo "== register 3 SIM cards (the stub refuses codes starting 999) =="
 "$LUA_BIN" examples/register_sim_cards.lua 0000000001 0000000002 9990000003

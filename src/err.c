@@ -21,7 +21,9 @@ void tsim_push_error(lua_State *L, const char *kind, const char *fmt, ...) {
   lua_pushvfstring(L, fmt, ap);
   va_end(ap);
   lua_setfield(L, -2, "message");
-  lua_newtable(L); /* the API's error list, when a response brings one */
+  lua_newtable(L); /* the API's error list, when a response brings one: an array */
+  lua_getfield(L, LUA_REGISTRYINDEX, TSIM_ARRAY_MT);
+  lua_setmetatable(L, -2);
   lua_setfield(L, -2, "errors");
 }
 

@@ -4,6 +4,7 @@
 -- Answers {"data": [SIM cards], "errors": [...]}, or {"error": {...}} with a
 -- 4xx/5xx status. The API key never appears in an answer.
 local cjson = require "cjson.safe"
+local sim = require "telnyx.sim"
 local resty = require "telnyx.sim.resty"
 
 local handler = {}
@@ -23,11 +24,6 @@ end
 
 -- What the end user sees for each kind of failure.
 local STATUS = { invalid_params = 400, config = 500, http = 502, connection = 502, decode = 502, timeout = 504 }
-
--- cjson writes an empty table as {}: the lists go out as [] whatever their length.
-local function json_list(list)
-  return #list == 0 and "[]" or cjson.encode(list)
-end
 
 local function respond(status, body)
   body = body .. "\n"
@@ -49,16 +45,21 @@ local function run(operation)
     local res
     res, err = c[operation](c, params)
     if res then
-      return respond(200, '{"data":' .. json_list(res.data) .. ',"errors":' .. json_list(res.errors) .. "}")
+      -- sim.encode writes a result as it came: arrays as [] (a card's empty
+      -- lists too, which cjson would turn into {}), objects as {}, null in
+      -- arrays as null, big integers exactly. A decoded result always encodes.
+      return respond(200, assert(sim.encode{ data = res.data, errors = res.errors }))
     end
   end
   ngx.log(ngx.ERR, tostring(err))
-  local shown = cjson.encode{ -- err without its list of API errors, then that list
+  -- the API's error list; an err made before any answer has an unmarked {}
+  local errors = err.errors
+  if type(errors) ~= "table" or next(errors) == nil then errors = setmetatable({}, sim.array_mt) end
+  local shown = assert(sim.encode{ error = {
     kind = err.kind, message = err.message, status = err.status, field = err.field,
-    request_id = err.request_id, retryable = err.retryable,
-  }
-  return respond(STATUS[err.kind] or 500,
-    '{"error":' .. shown:sub(1, -2) .. ',"errors":' .. json_list(err.errors or {}) .. "}}")
+    request_id = err.request_id, retryable = err.retryable, errors = errors,
+  } })
+  return respond(STATUS[err.kind] or 500, shown)
 end
 
 function handler.purchase_esims() return run("purchase_esims") end

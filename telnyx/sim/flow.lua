@@ -51,7 +51,11 @@ function flow.each(client, name, params, opts)
   elseif params ~= nil and type(params) ~= "table" then
     failed = fail("invalid_params", "each: params must be a table (got " .. type(params) .. ")", { field = "params" })
   end
-  local p = copy(params or {})
+  local p = copy(type(params) == "table" and params or {})
+  if not failed and p.page ~= nil and type(p.page) ~= "table" then
+    failed = fail("invalid_params", "each: 'page' must be a table such as { size = 100 } (got " .. type(p.page) .. ")",
+      { field = "page" })
+  end
   local page = copy(type(p.page) == "table" and p.page or {})
   page.number = page.number or 1
   page.size = page.size or DEFAULT_PAGE_SIZE
@@ -89,8 +93,9 @@ end
 local function number_opt(opts, key, default)
   local v = opts[key]
   if v == nil then return default end
-  if type(v) ~= "number" or v ~= v or v <= 0 then
-    return nil, fail("invalid_params", "wait_for_action: option 'opts." .. key .. "' must be a number > 0 (got "
+  if type(v) ~= "number" or v ~= v or v <= 0 or v > 86400 then
+    return nil, fail("invalid_params", "wait_for_action: option 'opts." .. key .. "' must be a number of seconds "
+      .. "from 0 to 86400, not 0 (got "
       .. tostring(v) .. ")", { field = "opts." .. key })
   end
   return v
