@@ -54,6 +54,8 @@ typedef int tsim_idx;
 #define TSIM_JSON_DEPTH_TEXT TSIM_JSON_STR(TSIM_JSON_MAX_DEPTH)
 #define TSIM_JSON_2P53 9007199254740992.0 /* 2^53: doubles are exact integers below */
 #define TSIM_JSON_BUFFER_MT "telnyx.sim.json.buffer"
+/* Depths below this pre-size decoded containers (dec_open). */
+#define TSIM_JSON_HINTS 16
 /* Stack slots one nesting level may need, a luaL_Buffer's included. */
 #define TSIM_JSON_SLOTS (LUA_MINSTACK + 8)
 
@@ -102,6 +104,7 @@ struct dec {
   const char *errp;        /* where it failed */
   int array_mt;            /* absolute stack index of the marker, or 0 */
   int depth;               /* containers open at the cursor */
+  int hint[TSIM_JSON_HINTS][2]; /* per depth: the last object's, array's size */
 };
 
 /* Records the first failure; every parser returns its 0 up unchanged. */
@@ -209,7 +212,7 @@ static const char *dec_escape(struct dec *d, luaL_Buffer *b, const char *p) {
     case 'u': return dec_unicode(d, b, p);
     default: dec_fail(d, p, "invalid escape"); return NULL;
   }
-  luaL_addchar(b, c);
+  luaL_addlstring(b, &c, 1); /* not luaL_addchar: LuaJIT's trips clang-tidy */
   return p + 2;
 }
 
@@ -367,15 +370,37 @@ static int dec_literal(struct dec *d, const char *word, size_t n) {
   return 1;
 }
 
-/* Opens a container: the depth limit, and stack room for its level. */
-static int dec_enter(struct dec *d) {
+/* Opens a container and pushes its table, pre-sized like the last one of
+ * its kind that closed at this depth (API lists repeat one shape). A size
+ * sizes at most one later container (same-depth ones cannot overlap) and an
+ * empty one takes none, so no more slots are reserved than members were
+ * decoded. Returns 0 on error, 1 if it was empty (now closed), 2 if not. */
+static int dec_open(struct dec *d, char close, int array) {
+  int empty, hint = 0;
   if (++d->depth > TSIM_JSON_MAX_DEPTH) {
     return dec_fail(d, d->p, "nesting deeper than " TSIM_JSON_DEPTH_TEXT);
   }
   luaL_checkstack(d->L, TSIM_JSON_SLOTS, "JSON nesting");
   d->p++; /* the '[' or '{' */
   dec_skip_ws(d);
+  empty = d->p < d->end && *d->p == close;
+  if (!empty && d->depth < TSIM_JSON_HINTS) hint = d->hint[d->depth][array];
+  lua_createtable(d->L, array ? hint : 0, array ? 0 : hint);
+  if (array && d->array_mt) {
+    lua_pushvalue(d->L, d->array_mt);
+    lua_setmetatable(d->L, -2);
+  }
+  if (!empty) return 2;
+  d->p++;
+  d->depth--;
   return 1;
+}
+
+/* Remembers a closed container's size for dec_open (dec_next has already
+ * moved depth back to the parent's, hence + 1). */
+static void dec_set_hint(struct dec *d, int array, size_t n) {
+  int depth = d->depth + 1;
+  if (depth < TSIM_JSON_HINTS) d->hint[depth][array] = n < 1024 ? (int)n : 1024;
 }
 
 /* After a member: 1 after a ',' (more follow), 0 after close, -1 on error. */
@@ -397,25 +422,17 @@ static int dec_next(struct dec *d, char close, const char *msg) {
 static int dec_array(struct dec *d) {
   lua_State *L = d->L;
   tsim_idx i = 0;
-  int more;
-  if (!dec_enter(d)) return 0;
-  lua_createtable(L, 0, 0);
-  if (d->array_mt) {
-    lua_pushvalue(L, d->array_mt);
-    lua_setmetatable(L, -2);
-  }
-  if (d->p < d->end && *d->p == ']') {
-    d->p++;
-    d->depth--;
-    return 1;
-  }
+  int more = dec_open(d, ']', 1);
+  if (more != 2) return more;
   do {
     if (!dec_value(d)) return 0;
     if (i == TSIM_IDX_MAX) return dec_fail(d, d->p, "array too long");
     lua_rawseti(L, -2, ++i);
     more = dec_next(d, ']', "expected ',' or ']'");
   } while (more > 0);
-  return more == 0;
+  if (more < 0) return 0;
+  dec_set_hint(d, 1, (size_t)i);
+  return 1;
 }
 
 /* An object key whose '"' is at the cursor: without escapes it is left as
@@ -456,19 +473,17 @@ static int dec_member(struct dec *d) {
 
 /* An object: members with string keys, null members left out, no marker. */
 static int dec_object(struct dec *d) {
-  int more;
-  if (!dec_enter(d)) return 0;
-  lua_createtable(d->L, 0, 0);
-  if (d->p < d->end && *d->p == '}') {
-    d->p++;
-    d->depth--;
-    return 1;
-  }
+  size_t n = 0;
+  int more = dec_open(d, '}', 0);
+  if (more != 2) return more;
   do {
     if (!dec_member(d)) return 0;
+    n++;
     more = dec_next(d, '}', "expected ',' or '}'");
   } while (more > 0);
-  return more == 0;
+  if (more < 0) return 0;
+  dec_set_hint(d, 0, n);
+  return 1;
 }
 
 /* Any value at the cursor (whitespace already skipped); pushes one value. */
@@ -509,6 +524,7 @@ int tsim_json_decode(lua_State *L, const char *s, size_t n, int array_mt) {
   d.errp = s;
   d.array_mt = abs_index(L, array_mt);
   d.depth = 0;
+  memset(d.hint, 0, sizeof d.hint);
   luaL_checkstack(L, TSIM_JSON_SLOTS, "JSON decode");
   dec_skip_ws(&d);
   if (dec_value(&d)) {
@@ -664,7 +680,7 @@ static void add_path(lua_State *L, luaL_Buffer *b, const struct frame *f) {
   }
   s = lua_tolstring(L, f->keyidx, &n);
   if (is_ident(s, n)) {
-    if (f->up != NULL) luaL_addchar(b, '.');
+    if (f->up != NULL) luaL_addlstring(b, ".", 1);
     luaL_addlstring(b, s, n);
   } else {
     luaL_addstring(b, "[\"");
@@ -711,7 +727,9 @@ static void enc_escape(struct enc *e, unsigned char c) {
     e->b->len += 2;
     return;
   }
-  memcpy(o + 1, "u00", 3);
+  o[1] = 'u';
+  o[2] = '0';
+  o[3] = '0';
   o[4] = hex[c >> 4];
   o[5] = hex[c & 15];
   e->b->len += 6;
