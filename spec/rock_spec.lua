@@ -3,8 +3,9 @@
 -- from the stub.
 local helpers = require "spec.support.helpers"
 
+-- LuaJIT reports "Lua 5.1" and takes modules built for 5.1's C API: luarocks builds
+-- the rock for 5.1, and LuaJIT's own interpreter loads it.
 local lua_version = _VERSION:match("^Lua (5%.%d)$")
-local is_luajit = type(rawget(_G, "jit")) == "table"
 local lua_bin = os.getenv("LUA_BIN") or ("lua" .. tostring(lua_version))
 
 local function sh(cmd)
@@ -20,8 +21,7 @@ local function multiarch_include()
   return "/usr/include/" .. out:gsub("%s+$", "")
 end
 
--- luarocks builds for a Lua version, not for LuaJIT's own interpreter.
-local describe_rock = (lua_version and not is_luajit) and describe or pending
+local describe_rock = lua_version and describe or pending
 
 describe_rock("luarocks make", function()
   local stub, dir
