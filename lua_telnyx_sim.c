@@ -94,6 +94,7 @@ struct client {
   int sleep_ref;         /* registry ref of a sleep(seconds) function, or LUA_NOREF */
   struct random_pool random;
   struct strbuf scratch; /* request bodies, URLs and header lines are built here */
+  char user_agent[128];
   int closed;
 };
 
@@ -167,48 +168,6 @@ static int client_tostring(lua_State *L) {
 /* sim.new                                                                */
 /* ===================================================================== */
 
-/* The host of an http:// base_url is loopback: localhost (any case) or a loopback address. */
-static int host_is_loopback(const char *authority, size_t n) {
-  char host[64];
-  size_t len = n, i;
-  const char *end;
-  if (n > 0 && authority[0] == '[') { /* [v6]:port */
-    end = (const char *)memchr(authority, ']', n);
-    if (end == NULL) return 0;
-    authority++;
-    len = (size_t)(end - authority);
-  } else if ((end = (const char *)memchr(authority, ':', n)) != NULL) {
-    len = (size_t)(end - authority);
-  }
-  if (len == 0 || len >= sizeof host) return 0;
-  for (i = 0; i < len; i++) host[i] = (char)(authority[i] >= 'A' && authority[i] <= 'Z' ? authority[i] + 32 : authority[i]);
-  host[len] = '\0';
-  if (strcmp(host, "localhost") == 0) return 1;
-  return tsim_ip_is_loopback(host);
-}
-
-/* Checks base_url; returns NULL when fine, else what is wrong with it. */
-static const char *base_url_problem(const char *url, int allow_insecure_http) {
-  size_t n = strlen(url), i, auth_len;
-  const char *auth;
-  int https;
-  if (strncmp(url, "https://", 8) == 0) { https = 1; auth = url + 8; }
-  else if (strncmp(url, "http://", 7) == 0) { https = 0; auth = url + 7; }
-  else return "must start with https:// (or http:// for a loopback test server)";
-  for (i = 0; i < n; i++) {
-    unsigned char ch = (unsigned char)url[i];
-    if (ch <= 0x20 || ch == 0x7f) return "must not contain spaces or control characters (CR, LF, NUL)";
-    if (ch == '?' || ch == '#') return "must not contain a query or a fragment";
-  }
-  auth_len = strcspn(auth, "/");
-  if (auth_len == 0) return "has no host";
-  if (memchr(auth, '@', auth_len) != NULL) return "must not contain credentials";
-  if (!https && !allow_insecure_http && !host_is_loopback(auth, auth_len))
-    return "uses plain http:// to a host that is not loopback; the API key would travel "
-           "unencrypted (set allow_insecure_http = true to allow it)";
-  return NULL;
-}
-
 /* Pushes a config err; returns 0 for configure's callers. */
 static int config_fail(lua_State *L, const char *fmt, const char *detail) {
   tsim_push_error(L, "config", fmt, detail);
@@ -271,7 +230,7 @@ static int configure(lua_State *L, struct client *c) {
     return config_fail(L, "%s", "the API key contains control characters (CR, LF, NUL) or is over 200 bytes");
   if (base_url == NULL) base_url = getenv("TELNYX_BASE_URL");
   if (base_url == NULL || *base_url == '\0') base_url = DEFAULT_BASE_URL;
-  if ((problem = base_url_problem(base_url, insecure)) != NULL) return config_fail(L, "base_url %s", problem);
+  if ((problem = tsim_base_url_problem(base_url, insecure)) != NULL) return config_fail(L, "base_url %s", problem);
   c->timeout = number_option_at(L, 1, "timeout", DEFAULT_TIMEOUT);
   c->t.connect_timeout = number_option_at(L, 1, "connect_timeout", DEFAULT_CONNECT_TIMEOUT);
   c->max_retries = (int)number_option_at(L, 1, "max_retries", DEFAULT_MAX_RETRIES);
@@ -288,12 +247,13 @@ static int configure(lua_State *L, struct client *c) {
 }
 
 static void set_client_headers(lua_State *L, struct client *c) {
-  char ua[160];
+  char line[160];
   size_t n = strlen(c->base_url);
   while (n > 0 && c->base_url[n - 1] == '/') c->base_url[--n] = '\0';
-  snprintf(ua, sizeof ua, "User-Agent: telnyx-sim-lua/%s (%s; libcurl/%s)", TSIM_VERSION, LUA_VERSION,
+  snprintf(c->user_agent, sizeof c->user_agent, "telnyx-sim-lua/%s (%s; libcurl/%s)", TSIM_VERSION, LUA_VERSION,
            tsim_transport_version());
-  if (!tsim_transport_set_headers(&c->t, c->api_key, ua)) luaL_error(L, "telnyx.sim.new: not enough memory");
+  snprintf(line, sizeof line, "User-Agent: %s", c->user_agent);
+  if (!tsim_transport_set_headers(&c->t, c->api_key, line)) luaL_error(L, "telnyx.sim.new: not enough memory");
 }
 
 /* sim.new{...} -> client | nil, err. Raises on an unknown or mistyped option:
@@ -578,23 +538,20 @@ static int client_call(lua_State *L) {
 /* The two I/O-free halves, for transports that live outside C            */
 /* ===================================================================== */
 
-/* Copies "Name: value" lines into the table on top (skipping the value-less
- * lines that only switch off a libcurl habit). */
-static void copy_header_lines(lua_State *L, const struct curl_slist *h) {
-  for (; h != NULL; h = h->next) {
-    const char *colon = strchr(h->data, ':'), *v;
-    if (colon == NULL || colon[1] == '\0') continue;
-    v = colon + 1;
-    while (*v == ' ') v++;
-    lua_pushlstring(L, h->data, (size_t)(colon - h->data));
-    lua_pushstring(L, v);
-    lua_rawset(L, -3);
-  }
-}
-
+/* The headers of a call, as the libcurl path sends them (transport.c builds
+ * the same lines): the client's, Content-Type with a JSON body, the call's. */
 static void push_request_headers(lua_State *L, const struct client *c, const struct call *k) {
   lua_newtable(L);
-  copy_header_lines(L, k->op->body == BODY_JSON ? c->t.json_headers : c->t.bare_headers);
+  if (k->op->body == BODY_JSON) {
+    lua_pushliteral(L, "application/json");
+    lua_setfield(L, -2, "Content-Type");
+  }
+  lua_pushliteral(L, "application/json");
+  lua_setfield(L, -2, "Accept");
+  lua_pushstring(L, c->user_agent);
+  lua_setfield(L, -2, "User-Agent");
+  lua_pushfstring(L, "Bearer %s", c->api_key);
+  lua_setfield(L, -2, "Authorization");
   if (k->idempotency_key != NULL) {
     lua_pushstring(L, k->idempotency_key);
     lua_setfield(L, -2, "Idempotency-Key");

@@ -94,6 +94,10 @@ void tsim_meta_note(struct response_meta *m, const char *name, size_t nlen, cons
 int tsim_interpret(lua_State *L, int array_mt, const struct operation *op, const struct attempt *a,
                    int resend_ok, int attempt, struct retry_verdict *verdict);
 
+/* --- config.c --- */
+int tsim_ip_is_loopback(const char *ip); /* 127.0.0.0/8, ::1, ::ffff:127.x */
+const char *tsim_base_url_problem(const char *url, int allow_insecure_http); /* NULL when fine */
+
 /* --- random.c --- */
 int tsim_random_bytes(unsigned char *out, size_t n);
 

@@ -1,6 +1,5 @@
 /* transport.c -- the libcurl path; see transport.h. */
 #define _POSIX_C_SOURCE 200809L
-#include <arpa/inet.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -24,15 +23,6 @@ int tsim_transport_global_init(const char **why) {
 }
 
 const char *tsim_transport_version(void) { return curl_version_info(CURLVERSION_NOW)->version; }
-
-/* A numeric address in 127.0.0.0/8 or ::1 (also as ::ffff:127.x.x.x). */
-int tsim_ip_is_loopback(const char *ip) {
-  unsigned char a[16];
-  if (inet_pton(AF_INET, ip, a) == 1) return a[0] == 127;
-  if (inet_pton(AF_INET6, ip, a) != 1) return 0;
-  if (memcmp(a, "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\1", 16) == 0) return 1;
-  return memcmp(a, "\0\0\0\0\0\0\0\0\0\0\xff\xff", 12) == 0 && a[12] == 127;
-}
 
 /* --- callbacks: plain C, never a Lua call, never a longjmp --- */
 

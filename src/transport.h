@@ -57,6 +57,5 @@ int tsim_transport_ready(struct transport *t); /* 0: no handle could be made */
 void tsim_transport_perform(struct transport *t, const struct send_spec *s, struct attempt *a);
 void tsim_transport_free(struct transport *t);
 const char *tsim_transport_version(void);
-int tsim_ip_is_loopback(const char *ip); /* 127.0.0.0/8, ::1, ::ffff:127.x */
 
 #endif

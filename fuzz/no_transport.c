@@ -1,0 +1,45 @@
+/*
+ * no_transport.c -- the fuzz targets' stand-in for src/transport.c. They
+ * exercise the no-I/O halves (client:request, client:interpret) and link
+ * without libcurl: proof that the core and the binding call none of it.
+ * Nothing here sends anything; a client method reports that it cannot.
+ */
+#include <stdlib.h>
+
+#include "../src/transport.h"
+
+int tsim_transport_global_init(const char **why) {
+  *why = "no transport";
+  return 1;
+}
+
+const char *tsim_transport_version(void) { return "none"; }
+
+int tsim_transport_set_headers(struct transport *t, const char *api_key, const char *user_agent) {
+  (void)t; (void)api_key; (void)user_agent;
+  return 1;
+}
+
+int tsim_transport_call_headers(lua_State *L, struct transport *t, struct strbuf *scratch, int json,
+                                const char *idempotency_key, int headers_idx) {
+  (void)L; (void)t; (void)scratch; (void)json; (void)idempotency_key; (void)headers_idx;
+  return 1;
+}
+
+int tsim_transport_ready(struct transport *t) {
+  (void)t;
+  return 0; /* run_call then answers "could not create a libcurl handle" */
+}
+
+void tsim_transport_perform(struct transport *t, const struct send_spec *s, struct attempt *a) {
+  (void)t; (void)s;
+  a->outcome = OUT_NOT_SENT;
+}
+
+void tsim_transport_free(struct transport *t) {
+  free(t->ca_file);
+  t->ca_file = NULL;
+  free(t->ca_path);
+  t->ca_path = NULL;
+  strbuf_free(&t->response);
+}
