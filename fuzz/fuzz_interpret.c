@@ -49,7 +49,8 @@ static const char CHECKS[] =
   "  local status = reply.status\n"
   "  if res ~= nil then\n"
   "    if type(res) ~= 'table' or err ~= nil or retry_in ~= nil then fail('res with err or retry_in') end\n"
-  "    if type(res.data) ~= 'table' or type(res.errors) ~= 'table' then fail('res.data/res.errors not tables') end\n"
+  /* a 204 to a one-object operation has no data (No Content) */
+  "    if (type(res.data) ~= 'table' and status ~= 204) or type(res.errors) ~= 'table' then fail('res.data/res.errors not tables') end\n"
   "    if reply.failure ~= nil or not (status >= 200 and status < 300) then\n"
   "      fail('res for a reply that is not a 2xx response (status %s)', tostring(status))\n"
   "    end\n"

@@ -333,8 +333,9 @@ static const char *accepted_hint(const struct operation *op) {
 static int push_success(lua_State *L, int array_mt, const struct operation *op, const struct attempt *a) {
   const char *problem;
   if (a->body_len == 0 && (a->status == 204 || op->result == RESULT_NONE)) {
-    lua_createtable(L, 0, 2); /* No Content: nothing to check but the errors list */
+    lua_createtable(L, 0, 2); /* No Content: empty lists; a one-object result has no data */
     ensure_array_field(L, lua_gettop(L), "errors", array_mt);
+    if (op->result == RESULT_LIST) ensure_array_field(L, lua_gettop(L), "data", array_mt);
     tsim_set_int(L, "status", a->status);
     return 1;
   } else if (!decode_object(L, array_mt, a->body, a->body_len)) {
