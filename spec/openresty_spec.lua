@@ -211,6 +211,37 @@ describe_nginx("telnyx.sim.resty in nginx", function()
     end)
   end)
 
+  describe("shares every helper of the C client", function()
+    -- call, each (two per page) and wait_for_action through resty: the same Lua
+    -- (telnyx/sim/flow.lua), waiting with ngx.sleep
+    local function check_flow(out, tag)
+      assert.is_nil(out.err, out.err and out.err.string)
+      assert.equal(3, out.res.bought)
+      assert.equal(3, #out.res.listed)
+      assert.equal("completed", out.res.action_status)
+      assert.equal("enabled", out.res.card_status)
+      local pages, polls = {}, 0
+      for _, req in ipairs(stub:requests()) do
+        if req.path == "/v2/sim_cards" then pages[#pages + 1] = req.query end
+        if req.path:match("^/v2/sim_card_actions/") then polls = polls + 1 end
+      end
+      local filter = "filter[tags]=" .. tag .. "&page[number]="
+      assert.same({ filter .. "1&page[size]=2", filter .. "2&page[size]=2" }, pages)
+      assert.is_true(polls >= 1)
+    end
+
+    it("in a content handler", function()
+      check_flow(call{ op = "flow", params = { tag = "resty-flow" } }, "resty-flow")
+    end)
+
+    it("in a timer, with a transport", function()
+      local out = call({ op = "flow", params = { tag = "resty-timer" },
+        client = { transport = "cosocket", base_url = stub.base_url } }, "/timer")
+      assert.equal("timer", out.phase)
+      check_flow(out, "resty-timer")
+    end)
+  end)
+
   describe("sends what the plain-Lua path sends", function()
     it("the same JSON body and the same module headers, and nothing of the end user's", function()
       local params = { amount = 2, tags = { "a", "b" }, status = "standby", sim_card_group_id = helpers.default_sim_card_group_id }

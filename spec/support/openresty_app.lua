@@ -68,9 +68,34 @@ local function client_for(spec)
   return resty.new(options)
 end
 
+-- op = "flow": the helpers every client shares, through resty: client:call,
+-- client:each over the tagged cards two per page, an enable waited for.
+local function flow_run(client, tag)
+  local out = { listed = {} }
+  local res, err = client:call("purchase_esims", { amount = 3, tags = { tag }, status = "standby" })
+  if not res then return { err = encode_err(err), step = "purchase" } end
+  out.bought = #res.data
+  for card, e in client:each("list_sim_cards", { filter = { tags = { tag } }, page = { size = 2 } }) do
+    if not card then return { err = encode_err(e), step = "each" } end
+    out.listed[#out.listed + 1] = card.id
+  end
+  local id = res.data[1].id
+  local action
+  action, err = client:enable_sim_card(id)
+  if not action then return { err = encode_err(err), step = "enable" } end
+  action, err = client:wait_for_action(action, { timeout = 10, interval = 0.05 })
+  if not action then return { err = encode_err(err), step = "wait" } end
+  out.action_status = action.status.value
+  res, err = client:get_sim_card(id)
+  if not res then return { err = encode_err(err), step = "get" } end
+  out.card_status = res.data.status.value
+  return { res = out }
+end
+
 local function run(call)
   local client, err = client_for(call.client)
   if not client then return { err = encode_err(err) } end
+  if call.op == "flow" then return flow_run(client, call.params.tag) end
   local res
   res, err = client[call.op](client, call.params, call.opts)
   return { res = res, err = encode_err(err) }
