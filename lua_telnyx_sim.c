@@ -26,16 +26,14 @@
 #include "src/core.h"
 #include "src/json.h"
 #include "src/transport.h"
+#include "src/client.h"
 
-#define TSIM_CLIENT_MT "telnyx.sim.client"
 #define DEFAULT_BASE_URL "https://api.telnyx.com/v2"
 #define DEFAULT_TIMEOUT 60.0
 #define DEFAULT_CONNECT_TIMEOUT 10.0
 #define DEFAULT_MAX_RETRIES 2
 #define DEFAULT_MAX_RESPONSE_BYTES (16u * 1024u * 1024u)
 
-/* Upvalues shared by every function of the module. */
-#define UV_ARRAY_MT lua_upvalueindex(1)
 
 /* ===================================================================== */
 /* Options: rule trees, checked by the same engine as params              */
@@ -76,29 +74,7 @@ static const char *const client_method_names[] = {
 /* The client                                                             */
 /* ===================================================================== */
 
-/* A client draws its Idempotency-Keys from a pool: one system call per
- * 32 keys rather than one per call. */
-struct random_pool {
-  unsigned char bytes[512];
-  size_t left;
-  pid_t pid; /* a forked child must not reuse its parent's keys */
-};
-
-struct client {
-  struct transport t;
-  char *api_key;
-  char *base_url;
-  double timeout;
-  int max_retries;
-  int resend_ok;         /* the caller's retry_may_duplicate: our retries may re-send */
-  int sleep_ref;         /* registry ref of a sleep(seconds) function, or LUA_NOREF */
-  struct random_pool random;
-  struct strbuf scratch; /* request bodies, URLs and header lines are built here */
-  char user_agent[128];
-  int closed;
-};
-
-static struct client *check_client(lua_State *L, int idx) {
+struct client *tsim_check_client(lua_State *L, int idx) {
   return (struct client *)luaL_checkudata(L, idx, TSIM_CLIENT_MT);
 }
 
@@ -153,12 +129,12 @@ static void release_client(lua_State *L, struct client *c) {
 }
 
 static int client_close(lua_State *L) {
-  release_client(L, check_client(L, 1));
+  release_client(L, tsim_check_client(L, 1));
   return 0;
 }
 
 static int client_tostring(lua_State *L) {
-  struct client *c = check_client(L, 1);
+  struct client *c = tsim_check_client(L, 1);
   if (c->closed) lua_pushstring(L, "telnyx.sim.client (closed)");
   else lua_pushfstring(L, "telnyx.sim.client (%s)", c->base_url);
   return 1;
@@ -286,17 +262,6 @@ static int sim_new(lua_State *L) {
 /* A call: validate and build (no I/O)                                    */
 /* ===================================================================== */
 
-struct call {
-  const struct operation *op;
-  double timeout;
-  int max_retries;
-  int resend_ok;
-  int headers_idx;             /* the caller's extra headers, or 0 */
-  const char *idempotency_key; /* NULL: none (safe operations) */
-  const char *url, *body;      /* body NULL: none */
-  size_t body_len;
-};
-
 /* HTTP token characters. */
 static int header_name_ok(const char *s, size_t n) {
   size_t i;
@@ -406,23 +371,24 @@ static void expand_id_shorthand(lua_State *L, const struct operation *op, int id
   lua_replace(L, idx);
 }
 
-/* Validates params at 2 and opts at 3, and builds the request. Leaves the
- * Idempotency-Key (or nil), the URL and the body (or nil) on the stack. */
-static int prepare_call(lua_State *L, struct client *c, struct call *k) {
+/* Validates the params and opts in stack slots p and p + 1, and builds the
+ * request. Leaves the Idempotency-Key (or nil), the URL and the body (or nil)
+ * on the stack. */
+int tsim_prepare_call_at(lua_State *L, struct client *c, struct call *k, int p) {
   const struct vctx who = {k->op->name, NULL, 0};
   if (c->closed) {
     tsim_push_error(L, "config", "%s: the client is closed", k->op->name);
     return 0;
   }
-  expand_id_shorthand(L, k->op, 2);
-  if (lua_isnil(L, 2)) { lua_newtable(L); lua_replace(L, 2); } /* no params: an empty table */
-  if (!tsim_validate(L, &who, k->op->params, 2) || !read_call_opts(L, c, k, 3)) return 0;
+  expand_id_shorthand(L, k->op, p);
+  if (lua_isnil(L, p)) { lua_newtable(L); lua_replace(L, p); } /* no params: an empty table */
+  if (!tsim_validate(L, &who, k->op->params, p) || !read_call_opts(L, c, k, p + 1)) return 0;
   k->idempotency_key = lua_tostring(L, -1);
-  tsim_build_url(L, &c->scratch, c->base_url, k->op, 2);
+  tsim_build_url(L, &c->scratch, c->base_url, k->op, p);
   lua_pushlstring(L, c->scratch.data, c->scratch.len); /* the call's own copy: a nested call */
   k->url = lua_tostring(L, -1);                        /* from sleep cannot clobber it */
   if (k->op->body == BODY_JSON) {
-    tsim_build_body(L, &c->scratch, k->op->params, 2);
+    tsim_build_body(L, &c->scratch, k->op->params, p);
     lua_pushlstring(L, c->scratch.data, c->scratch.len);
   } else if (strcmp(k->op->method, "POST") == 0 || strcmp(k->op->method, "PATCH") == 0) {
     lua_pushliteral(L, ""); /* Content-Length: 0 */
@@ -433,13 +399,15 @@ static int prepare_call(lua_State *L, struct client *c, struct call *k) {
   return 1;
 }
 
+static int prepare_call(lua_State *L, struct client *c, struct call *k) { return tsim_prepare_call_at(L, c, k, 2); }
+
 /* ===================================================================== */
 /* A call: send, interpret, retry (the libcurl path)                      */
 /* ===================================================================== */
 
 /* Waits between attempts: the client's sleep function (tests and schedulers
  * inject one), else nanosleep. */
-static void pause_for(lua_State *L, struct client *c, double seconds) {
+void tsim_pause_for(lua_State *L, struct client *c, double seconds) {
   if (c->sleep_ref != LUA_NOREF) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->sleep_ref);
     lua_pushnumber(L, seconds);
@@ -452,17 +420,13 @@ static void pause_for(lua_State *L, struct client *c, double seconds) {
   }
 }
 
-static void finish_error(lua_State *L, const struct client *c, int attempts) {
+void tsim_finish_error(lua_State *L, const struct client *c, int attempts) {
   tsim_set_int(L, "attempts", attempts);
   tsim_redact(L, -1, c->api_key);
 }
 
-/* The attempts of one prepared call; returns 1 (res) or 2 (nil, err). */
-static int run_call(lua_State *L, struct client *c, struct call *k, int array_mt) {
+struct send_spec tsim_send_spec_of(const struct call *k) {
   struct send_spec s;
-  struct attempt a;
-  struct retry_verdict v;
-  int attempt;
   s.method = k->op->method;
   s.url = k->url;
   s.body = k->body;
@@ -470,39 +434,48 @@ static int run_call(lua_State *L, struct client *c, struct call *k, int array_mt
   s.timeout = k->timeout;
   s.allow_resend = k->resend_ok || k->op->resend == RESEND_SAFE;
   s.json = k->op->body == BODY_JSON;
+  return s;
+}
+
+/* The attempts of one prepared call; returns 1 (res) or 2 (nil, err). */
+static int run_call(lua_State *L, struct client *c, struct call *k, int array_mt) {
+  struct send_spec s = tsim_send_spec_of(k);
+  struct attempt a;
+  struct retry_verdict v;
+  int attempt;
   if (!tsim_transport_ready(&c->t)) {
     tsim_push_error(L, "connection", "%s: could not create a libcurl handle", k->op->name);
     return tsim_return_error(L);
   }
   for (attempt = 1;; attempt++) {
-    if (!tsim_transport_call_headers(L, &c->t, &c->scratch, s.json, k->idempotency_key, k->headers_idx))
+    if (!tsim_transport_call_headers(L, &c->t.single, &c->scratch, s.json, k->idempotency_key, k->headers_idx))
       return luaL_error(L, "telnyx.sim: not enough memory");
     tsim_transport_perform(&c->t, &s, &a);
     if (tsim_interpret(L, array_mt, k->op, &a, k->resend_ok, attempt, &v)) return 1;
     if (!v.retryable || attempt > k->max_retries) break;
     lua_pop(L, 1);
-    pause_for(L, c, v.delay);
+    tsim_pause_for(L, c, v.delay);
     if (c->closed) { /* the sleep function closed the client */
       tsim_push_error(L, "config", "%s: the client was closed while waiting to retry", k->op->name);
       break;
     }
   }
-  finish_error(L, c, attempt);
+  tsim_finish_error(L, c, attempt);
   return tsim_return_error(L);
 }
 
 /* client:sleep(seconds): the client's way of waiting, for telnyx.sim.flow. */
 static int client_sleep(lua_State *L) {
-  struct client *c = check_client(L, 1);
+  struct client *c = tsim_check_client(L, 1);
   double s = (double)luaL_checknumber(L, 2);
   luaL_argcheck(L, s >= 0 && s <= 86400, 2, "seconds must be from 0 to 86400");
-  pause_for(L, c, s);
+  tsim_pause_for(L, c, s);
   return 0;
 }
 
 /* client, params at 2, opts at 3 -> res | nil, err */
 static int call_operation(lua_State *L, const struct operation *op) {
-  struct client *c = check_client(L, 1);
+  struct client *c = tsim_check_client(L, 1);
   struct call k;
   int array_mt;
   memset(&k, 0, sizeof k);
@@ -572,7 +545,7 @@ static void push_request_headers(lua_State *L, const struct client *c, const str
  *         connect_timeout, max_retries, retry_may_duplicate }: what to send, checked and built.
  */
 static int client_request(lua_State *L) {
-  struct client *c = check_client(L, 1);
+  struct client *c = tsim_check_client(L, 1);
   struct call k;
   memset(&k, 0, sizeof k);
   k.op = check_operation(L, 2);
@@ -668,7 +641,7 @@ static void attempt_from_reply(lua_State *L, const struct client *c, struct atte
  * should send the same req again after waiting that long.
  */
 static int client_interpret(lua_State *L) {
-  struct client *c = check_client(L, 1);
+  struct client *c = tsim_check_client(L, 1);
   const struct operation *op;
   struct attempt a;
   struct retry_verdict v;
@@ -693,7 +666,7 @@ static int client_interpret(lua_State *L) {
   max_retries = (int)clamped_field(L, 2, "max_retries", 0, MAX_RETRIES_LIMIT, MAX_RETRIES_LIMIT, c->max_retries);
   attempt_from_reply(L, c, &a);
   if (tsim_interpret(L, 4, op, &a, resend_ok, attempt, &v)) return 1;
-  finish_error(L, c, attempt);
+  tsim_finish_error(L, c, attempt);
   lua_pushnil(L);
   lua_insert(L, -2);
   if (v.retryable && attempt <= max_retries) {
@@ -784,6 +757,7 @@ static const luaL_Reg client_methods[] = {
   {"request", client_request},
   {"interpret", client_interpret},
   {"sleep", client_sleep},
+  {"batch", tsim_client_batch},
   {NULL, NULL}
 };
 

@@ -20,9 +20,9 @@ int tsim_transport_set_headers(struct transport *t, const char *api_key, const c
   return 1;
 }
 
-int tsim_transport_call_headers(lua_State *L, struct transport *t, struct strbuf *scratch, int json,
+int tsim_transport_call_headers(lua_State *L, struct exchange *x, struct strbuf *scratch, int json,
                                 const char *idempotency_key, int headers_idx) {
-  (void)L; (void)t; (void)scratch; (void)json; (void)idempotency_key; (void)headers_idx;
+  (void)L; (void)x; (void)scratch; (void)json; (void)idempotency_key; (void)headers_idx;
   return 1;
 }
 
@@ -36,10 +36,36 @@ void tsim_transport_perform(struct transport *t, const struct send_spec *s, stru
   a->outcome = OUT_NOT_SENT;
 }
 
+int tsim_multi_ready(struct transport *t, int concurrency) {
+  (void)t; (void)concurrency;
+  return 0; /* batch then answers that it cannot send */
+}
+
+struct exchange *tsim_multi_free_slot(struct transport *t) {
+  (void)t;
+  return NULL;
+}
+
+int tsim_multi_start(struct transport *t, struct exchange *x, const struct send_spec *s) {
+  (void)t; (void)x; (void)s;
+  return 0;
+}
+
+struct exchange *tsim_multi_next(struct transport *t, double wait, struct attempt *a) {
+  (void)t; (void)wait; (void)a;
+  return NULL;
+}
+
+int tsim_multi_busy(const struct transport *t) {
+  (void)t;
+  return 0;
+}
+
+void tsim_multi_cancel(struct transport *t) { (void)t; }
+
 void tsim_transport_free(struct transport *t) {
   free(t->ca_file);
   t->ca_file = NULL;
   free(t->ca_path);
   t->ca_path = NULL;
-  strbuf_free(&t->response);
 }

@@ -522,7 +522,7 @@ int tsim_json_decode(lua_State *L, const char *s, size_t n, int array_mt) {
   d.end = s + n;
   d.err = NULL;
   d.errp = s;
-  d.array_mt = abs_index(L, array_mt);
+  d.array_mt = array_mt != 0 && lua_istable(L, array_mt) ? abs_index(L, array_mt) : 0;
   d.depth = 0;
   memset(d.hint, 0, sizeof d.hint);
   luaL_checkstack(L, TSIM_JSON_SLOTS, "JSON decode");
@@ -578,23 +578,36 @@ static void buf_free(struct buf *b) {
 }
 
 /* __gc: the buffer's memory goes with the userdata, however the encode
- * ended (a memory error's longjmp included). */
+ * ended (a memory error's longjmp included). Checked, so the function
+ * reached through the debug library cannot free another userdata. */
 static int buf_gc(lua_State *L) {
-  struct buf *b = (struct buf *)lua_touserdata(L, 1);
-  if (b != NULL) buf_free(b);
+  buf_free((struct buf *)luaL_checkudata(L, 1, TSIM_JSON_BUFFER_MT));
   return 0;
 }
 
-/* Pushes an empty buffer userdata (the metatable is made once). */
+/* Pushes the buffers' metatable, made once. It is registered only when
+ * complete: luaL_newmetatable would register it first, and a memory error
+ * before __gc is set (lua_pushcfunction allocates on 5.1) would leave every
+ * later buffer without a finalizer. */
+static void buf_push_mt(lua_State *L) {
+  lua_getfield(L, LUA_REGISTRYINDEX, TSIM_JSON_BUFFER_MT);
+  if (lua_istable(L, -1)) return;
+  lua_pop(L, 1);
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, buf_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pushvalue(L, -1);
+  lua_setfield(L, LUA_REGISTRYINDEX, TSIM_JSON_BUFFER_MT);
+}
+
+/* Pushes an empty buffer userdata; nothing is malloc'd until it has its
+ * finalizer. */
 static struct buf *buf_push(lua_State *L) {
   struct buf *b = (struct buf *)lua_newuserdata(L, sizeof *b);
   b->out = NULL;
   b->keys = NULL;
   b->len = b->cap = b->nkeys = b->capkeys = 0;
-  if (luaL_newmetatable(L, TSIM_JSON_BUFFER_MT)) {
-    lua_pushcfunction(L, buf_gc);
-    lua_setfield(L, -2, "__gc");
-  }
+  buf_push_mt(L);
   lua_setmetatable(L, -2);
   return b;
 }
@@ -1026,7 +1039,7 @@ int tsim_json_encode(lua_State *L, int idx, int array_mt) {
   int base, ok;
   idx = abs_index(L, idx);
   e.L = L;
-  e.array_mt = abs_index(L, array_mt);
+  e.array_mt = array_mt != 0 && lua_istable(L, array_mt) ? abs_index(L, array_mt) : 0;
   luaL_checkstack(L, TSIM_JSON_SLOTS, "JSON encode");
   base = lua_gettop(L);
   e.b = buf_push(L);

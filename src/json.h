@@ -28,7 +28,8 @@
  * "at the end") and returns 0.
  *
  * Objects become tables whose null members are left out; arrays become
- * tables 1..n with the metatable at stack index array_mt (0: no marker);
+ * tables 1..n with the metatable at stack index array_mt (0, or anything
+ * but a table there: no marker);
  * a null inside an array, or a top-level null, becomes lightuserdata NULL
  * (sim.null / cjson.null / ngx.null), keeping positions. Duplicate keys: the
  * last non-null value wins.
@@ -50,7 +51,7 @@ int tsim_json_decode(lua_State *L, const char *s, size_t n, int array_mt);
  * (returns 1), or pushes an error message naming the problem and where
  * ("cannot encode a function at data[2].tags") and returns 0.
  *
- * Tables: an array when its metatable is the one at array_mt (0: none) --
+ * Tables: an array when its metatable is the table at array_mt (0: none) --
  * items 1..#t, a nil hole written as null -- or when its keys are exactly
  * 1..n with n >= 1; an empty table without the marker is {}; otherwise an
  * object, whose keys must be strings (a number key in a non-sequence table

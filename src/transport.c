@@ -27,27 +27,28 @@ const char *tsim_transport_version(void) { return curl_version_info(CURLVERSION_
 /* --- callbacks: plain C, never a Lua call, never a longjmp --- */
 
 static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud) {
-  struct transport *t = (struct transport *)ud;
+  struct exchange *x = (struct exchange *)ud;
   size_t n = size * nmemb;
-  if (t->response.len + n > t->max_response_bytes) {
-    t->too_large = 1;
+  if (x->response.len + n > x->t->max_response_bytes) {
+    x->too_large = 1;
     return 0;
   }
-  if (!strbuf_reserve(&t->response, n)) {
-    t->out_of_memory = 1;
+  if (!strbuf_reserve(&x->response, n)) {
+    x->out_of_memory = 1;
     return 0;
   }
-  memcpy(t->response.data + t->response.len, ptr, n);
-  t->response.len += n;
+  memcpy(x->response.data + x->response.len, ptr, n);
+  x->response.len += n;
   return n;
 }
 
 static size_t on_header(char *line, size_t size, size_t nmemb, void *ud) {
-  struct transport *t = (struct transport *)ud;
+  struct exchange *x = (struct exchange *)ud;
   size_t n = size * nmemb, name_len, v, end;
   const char *colon;
   if (n >= 5 && memcmp(line, "HTTP/", 5) == 0) { /* each response, 1xx included */
-    tsim_meta_reset(&t->meta);
+    tsim_meta_reset(&x->meta);
+    x->got_response = 1;
     return n;
   }
   colon = (const char *)memchr(line, ':', n);
@@ -57,7 +58,7 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *ud) {
   end = n;
   while (v < end && (line[v] == ' ' || line[v] == '\t')) v++;
   while (end > v && (line[end - 1] == '\r' || line[end - 1] == '\n' || line[end - 1] == ' ')) end--;
-  tsim_meta_note(&t->meta, line, name_len, line + v, end - v);
+  tsim_meta_note(&x->meta, line, name_len, line + v, end - v);
   return n;
 }
 
@@ -65,77 +66,51 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *ud) {
  * dead; for calls that must not go twice the first copy may have arrived. */
 static int on_prereq(void *ud, char *conn_primary_ip, char *conn_local_ip, int conn_primary_port,
                      int conn_local_port) {
-  struct transport *t = (struct transport *)ud;
+  struct exchange *x = (struct exchange *)ud;
   (void)conn_local_ip; (void)conn_primary_port; (void)conn_local_port;
   /* plain http is allowed to loopback only: check where the connection really
    * goes (an http_proxy, or a name resolving elsewhere), before the key is sent */
-  if (t->plain_http_guard && !tsim_ip_is_loopback(conn_primary_ip)) {
-    snprintf(t->refusal, sizeof t->refusal,
+  if (x->t->plain_http_guard && !tsim_ip_is_loopback(conn_primary_ip)) {
+    snprintf(x->refusal, sizeof x->refusal,
              "refused to send the API key over plain http to %.64s, which is not a loopback address "
              "(set allow_insecure_http = true to allow it)", conn_primary_ip);
     return CURL_PREREQFUNC_ABORT;
   }
-  if (t->sends++ > 0 && !t->allow_resend) return CURL_PREREQFUNC_ABORT;
+  if (x->sends++ > 0 && !x->allow_resend) return CURL_PREREQFUNC_ABORT;
   return CURL_PREREQFUNC_OK;
 }
 
-/* --- the handle --- */
-
-/* A forked child must never use (or shut down) its parent's connection:
- * point the child's copy of the socket at /dev/null, so that cleaning up the
- * handle (TLS close_notify included) writes nothing to the parent's peer. */
-static void abandon_inherited(struct transport *t) {
-  curl_socket_t s = CURL_SOCKET_BAD;
-  if (curl_easy_getinfo(t->curl, CURLINFO_ACTIVESOCKET, &s) == CURLE_OK && s != CURL_SOCKET_BAD) {
-    int null_fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
-    if (null_fd >= 0) {
-      (void)dup2(null_fd, s);
-      close(null_fd);
-    }
+/* HTTP/2 has two ways to say a request was not processed: RST_STREAM with
+ * REFUSED_STREAM, and a GOAWAY whose last-stream-id is below the request's
+ * stream. libcurl has no API for either; its verbose text is the only place
+ * it says so. Read (never kept) on attempts that must not go twice:
+ *   "Using Stream ID: N (easy handle 0x...)"          the request's stream
+ *   "recveived GOAWAY, error=E, last_stream=L"         7.88's spelling
+ *   "REFUSED_STREAM, retrying a fresh connect"         from Curl_retry_request
+ * Text libcurl words differently is simply not evidence: the attempt stays
+ * "may have gone through". */
+static int on_debug(CURL *h, curl_infotype type, char *data, size_t size, void *ud) {
+  struct exchange *x = (struct exchange *)ud;
+  char line[128];
+  const char *p;
+  (void)h;
+  if (type != CURLINFO_TEXT || !x->verbose) return 0;
+  if (size >= sizeof line) size = sizeof line - 1;
+  memcpy(line, data, size);
+  line[size] = '\0';
+  if (strncmp(line, "Using Stream ID: ", 17) == 0) {
+    x->h2_stream = strtol(line + 17, NULL, 10);
+    x->goaway_last = -1; /* a GOAWAY read earlier (a reuse check) was not about this stream */
+  } else if ((p = strstr(line, "GOAWAY, error=")) != NULL && (p = strstr(p, "last_stream=")) != NULL) {
+    long last = strtol(p + 12, NULL, 10);
+    if (x->h2_stream > 0 && (x->goaway_last < 0 || last < x->goaway_last)) x->goaway_last = last;
+  } else if (strncmp(line, "REFUSED_STREAM, retrying", 24) == 0 && x->sends == 1) {
+    x->refused_retry = 1;
   }
-  curl_easy_cleanup(t->curl);
-  t->curl = NULL;
+  return 0;
 }
 
-static int setup_curl(struct transport *t) {
-  CURL *h = curl_easy_init();
-  CURLcode rc = CURLE_OK;
-  if (h == NULL) return 0;
-#define SET(opt, val) if (rc == CURLE_OK) rc = curl_easy_setopt(h, opt, val)
-  SET(CURLOPT_NOSIGNAL, 1L);
-  SET(CURLOPT_WRITEFUNCTION, on_body);
-  SET(CURLOPT_WRITEDATA, t);
-  SET(CURLOPT_HEADERFUNCTION, on_header);
-  SET(CURLOPT_HEADERDATA, t);
-  SET(CURLOPT_ERRORBUFFER, t->curl_error);
-  SET(CURLOPT_FOLLOWLOCATION, 0L);
-  SET(CURLOPT_SSL_VERIFYPEER, 1L);
-  SET(CURLOPT_SSL_VERIFYHOST, 2L);
-  SET(CURLOPT_TCP_KEEPALIVE, 1L);
-  SET(CURLOPT_ACCEPT_ENCODING, NULL);
-#if LIBCURL_VERSION_NUM >= 0x075500
-  SET(CURLOPT_PROTOCOLS_STR, "http,https");
-#else
-  SET(CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS)); /* deprecated in 7.85 */
-#endif
-  SET(CURLOPT_PREREQFUNCTION, on_prereq);
-  SET(CURLOPT_PREREQDATA, t);
-  if (t->ca_file) SET(CURLOPT_CAINFO, t->ca_file);
-  if (t->ca_path) SET(CURLOPT_CAPATH, t->ca_path);
-#undef SET
-  if (rc != CURLE_OK) {
-    curl_easy_cleanup(h);
-    return 0;
-  }
-  t->curl = h;
-  t->pid = getpid();
-  return 1;
-}
-
-int tsim_transport_ready(struct transport *t) {
-  if (t->curl != NULL && t->pid != getpid()) abandon_inherited(t);
-  return t->curl != NULL || setup_curl(t);
-}
+/* --- an exchange: one easy handle --- */
 
 /* Header lists hold the Authorization line, so wipe before freeing. */
 static void free_headers_wiped(struct curl_slist **list) {
@@ -146,6 +121,178 @@ static void free_headers_wiped(struct curl_slist **list) {
   }
   curl_slist_free_all(*list);
   *list = NULL;
+}
+
+/* A forked child must never use (or shut down) its parent's connection:
+ * point the child's copy of the socket at /dev/null, so that cleaning up the
+ * handle (TLS close_notify included) writes nothing to the parent's peer. */
+static void detach_socket(CURL *h) {
+  curl_socket_t s = CURL_SOCKET_BAD;
+  if (curl_easy_getinfo(h, CURLINFO_ACTIVESOCKET, &s) == CURLE_OK && s != CURL_SOCKET_BAD) {
+    int null_fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (null_fd >= 0) {
+      (void)dup2(null_fd, s);
+      close(null_fd);
+    }
+  }
+}
+
+static void exchange_free(struct exchange *x, int inherited) {
+  if (x->curl != NULL) {
+    if (inherited) detach_socket(x->curl);
+    curl_easy_cleanup(x->curl);
+  }
+  x->curl = NULL;
+  free_headers_wiped(&x->call_headers);
+  strbuf_free(&x->response);
+}
+
+static int exchange_setup(struct exchange *x, struct transport *t) {
+  CURL *h = curl_easy_init();
+  CURLcode rc = CURLE_OK;
+  if (h == NULL) return 0;
+  x->t = t;
+#define SET(opt, val) if (rc == CURLE_OK) rc = curl_easy_setopt(h, opt, val)
+  SET(CURLOPT_NOSIGNAL, 1L);
+  SET(CURLOPT_WRITEFUNCTION, on_body);
+  SET(CURLOPT_WRITEDATA, x);
+  SET(CURLOPT_HEADERFUNCTION, on_header);
+  SET(CURLOPT_HEADERDATA, x);
+  SET(CURLOPT_PRIVATE, x);
+  SET(CURLOPT_ERRORBUFFER, x->curl_error);
+  SET(CURLOPT_FOLLOWLOCATION, 0L);
+  SET(CURLOPT_SSL_VERIFYPEER, 1L);
+  SET(CURLOPT_SSL_VERIFYHOST, 2L);
+  SET(CURLOPT_TCP_KEEPALIVE, 1L);
+  SET(CURLOPT_ACCEPT_ENCODING, NULL);
+  SET(CURLOPT_PIPEWAIT, 1L); /* in a batch: wait for the HTTP/2 connection rather than open more */
+#if LIBCURL_VERSION_NUM >= 0x075500
+  SET(CURLOPT_PROTOCOLS_STR, "http,https");
+#else
+  SET(CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS)); /* deprecated in 7.85 */
+#endif
+  SET(CURLOPT_PREREQFUNCTION, on_prereq);
+  SET(CURLOPT_PREREQDATA, x);
+  SET(CURLOPT_DEBUGFUNCTION, on_debug); /* CURLOPT_VERBOSE is per attempt */
+  SET(CURLOPT_DEBUGDATA, x);
+  if (t->ca_file) SET(CURLOPT_CAINFO, t->ca_file);
+  if (t->ca_path) SET(CURLOPT_CAPATH, t->ca_path);
+#undef SET
+  if (rc != CURLE_OK) {
+    curl_easy_cleanup(h);
+    return 0;
+  }
+  x->curl = h;
+  return 1;
+}
+
+/* A new easy handle in place of x's. libcurl keeps per-handle state across
+ * requests (7.88 clears its "stream was refused" flag only when it acts on
+ * it), and an old refusal must not pass for evidence about a new request. */
+static void exchange_renew(struct exchange *x) {
+  CURL *old = x->curl;
+  if (exchange_setup(x, x->t)) {
+    curl_easy_cleanup(old);
+    x->tainted = 0;
+  }
+}
+
+static void exchange_prepare(struct exchange *x, const struct send_spec *s) {
+  CURL *h;
+  const struct transport *t = x->t;
+  long ms = (long)(s->timeout * 1000.0), cms = (long)(t->connect_timeout * 1000.0);
+  if (x->tainted && !s->allow_resend) exchange_renew(x);
+  h = x->curl;
+  x->response.len = 0;
+  x->sends = 0;
+  x->allow_resend = s->allow_resend;
+  x->too_large = x->out_of_memory = 0;
+  x->curl_error[0] = x->refusal[0] = '\0';
+  tsim_meta_reset(&x->meta);
+  x->verbose = !s->allow_resend;
+  x->h2_stream = 0;
+  x->goaway_last = -1;
+  x->refused_retry = x->got_response = 0;
+  curl_easy_setopt(h, CURLOPT_VERBOSE, (long)x->verbose);
+  curl_easy_setopt(h, CURLOPT_URL, s->url);
+  curl_easy_setopt(h, CURLOPT_HTTPHEADER,
+                   x->call_headers ? x->call_headers : s->json ? t->json_headers : t->bare_headers);
+  curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, ms > 0 ? ms : 1L);
+  curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, cms > 0 && cms < ms ? cms : (ms > 0 ? ms : 1L));
+  if (s->body != NULL) {
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, s->body);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)s->body_len);
+    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, strcmp(s->method, "POST") ? s->method : NULL);
+  } else {
+    curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, strcmp(s->method, "GET") ? s->method : NULL);
+  }
+}
+
+/* Whether HTTP/2 said the request was not processed (see on_debug), with no
+ * part of a response come back. Only libcurl's own retry on REFUSED_STREAM
+ * (needing a handle with no stale refusal), or a GOAWAY after the request
+ * whose last-stream-id is below its stream, count. */
+static int refused_unprocessed(const struct exchange *x) {
+  if (!x->verbose || x->got_response || x->sends == 0) return 0;
+  if (x->refused_retry && !x->tainted && x->sends <= 2) return 1;
+  return x->h2_stream > 0 && x->goaway_last >= 0 && x->goaway_last < x->h2_stream;
+}
+
+/* What a finished transfer means for the rules. */
+static void exchange_result(struct exchange *x, CURLcode rc, struct attempt *a) {
+  a->status = 0;
+  curl_easy_getinfo(x->curl, CURLINFO_RESPONSE_CODE, &a->status);
+  a->body = x->response.data ? x->response.data : "";
+  a->body_len = x->response.len;
+  a->meta = x->meta;
+  a->transport_message = x->refusal[0] ? x->refusal : x->curl_error[0] ? x->curl_error : curl_easy_strerror(rc);
+  a->timed_out = a->permanent = 0;
+  if (rc == CURLE_OK) a->outcome = OUT_RESPONSE;
+  else if (x->too_large) a->outcome = OUT_TOO_LARGE;
+  else if (x->out_of_memory) a->outcome = OUT_NO_MEMORY;
+  else if (x->sends == 0) { /* never handed to a connection: provably not sent */
+    a->outcome = OUT_NOT_SENT;
+    a->timed_out = rc == CURLE_OPERATION_TIMEDOUT;
+    a->permanent = x->refusal[0] || rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE ||
+                   rc == CURLE_SSL_CERTPROBLEM || rc == CURLE_URL_MALFORMAT || rc == CURLE_UNSUPPORTED_PROTOCOL;
+  } else if (refused_unprocessed(x)) {
+    a->outcome = OUT_REFUSED;
+    if (x->goaway_last >= 0 && x->goaway_last < x->h2_stream)
+      snprintf(x->curl_error, sizeof x->curl_error, "HTTP/2 GOAWAY with last-stream-id %ld, below stream %ld",
+               x->goaway_last, x->h2_stream);
+    else snprintf(x->curl_error, sizeof x->curl_error, "HTTP/2 RST_STREAM REFUSED_STREAM on stream %ld", x->h2_stream);
+    a->transport_message = x->curl_error;
+  } else if (rc == CURLE_OPERATION_TIMEDOUT) a->outcome = OUT_TIMEOUT;
+  else a->outcome = OUT_BROKEN;
+  if (rc != CURLE_OK || x->sends > 1) x->tainted = 1;
+}
+
+/* --- the client's transport --- */
+
+static void free_multi(struct transport *t, int inherited) {
+  int i;
+  for (i = 0; i < t->pool_size; i++) {
+    if (t->pool[i].busy && t->multi != NULL) curl_multi_remove_handle(t->multi, t->pool[i].curl);
+    exchange_free(&t->pool[i], inherited);
+  }
+  free(t->pool);
+  t->pool = NULL;
+  t->pool_size = 0;
+  if (t->multi != NULL) curl_multi_cleanup(t->multi); /* its cache's sockets were detached with their handles */
+  t->multi = NULL;
+}
+
+/* After fork(): drop every handle the parent opened, without touching its peers. */
+static void drop_inherited(struct transport *t) {
+  exchange_free(&t->single, 1);
+  free_multi(t, 1);
+}
+
+int tsim_transport_ready(struct transport *t) {
+  if (t->pid != 0 && t->pid != getpid()) drop_inherited(t);
+  t->pid = getpid();
+  return t->single.curl != NULL || exchange_setup(&t->single, t);
 }
 
 static struct curl_slist *slist_add(struct curl_slist *list, const char *line, int *ok) {
@@ -179,20 +326,20 @@ int tsim_transport_set_headers(struct transport *t, const char *api_key, const c
   return ok;
 }
 
-int tsim_transport_call_headers(lua_State *L, struct transport *t, struct strbuf *scratch, int json,
+int tsim_transport_call_headers(lua_State *L, struct exchange *x, struct strbuf *scratch, int json,
                                 const char *idempotency_key, int headers_idx) {
   struct curl_slist *h;
   int ok = 1;
-  free_headers_wiped(&t->call_headers);
+  free_headers_wiped(&x->call_headers);
   if (idempotency_key == NULL && headers_idx == 0) return 1;
-  for (h = json ? t->json_headers : t->bare_headers; h != NULL; h = h->next)
-    t->call_headers = slist_add(t->call_headers, h->data, &ok);
+  for (h = json ? x->t->json_headers : x->t->bare_headers; h != NULL; h = h->next)
+    x->call_headers = slist_add(x->call_headers, h->data, &ok);
   if (idempotency_key != NULL) {
     scratch->len = 0;
     sb_addlit(L, scratch, "Idempotency-Key: ");
     sb_addstr(L, scratch, idempotency_key);
     sb_addlit(L, scratch, "\0");
-    t->call_headers = slist_add(t->call_headers, scratch->data, &ok);
+    x->call_headers = slist_add(x->call_headers, scratch->data, &ok);
   }
   if (headers_idx != 0) {
     lua_pushnil(L);
@@ -202,76 +349,124 @@ int tsim_transport_call_headers(lua_State *L, struct transport *t, struct strbuf
       sb_addlit(L, scratch, ": ");
       sb_addstr(L, scratch, lua_tostring(L, -1));
       sb_addlit(L, scratch, "\0");
-      t->call_headers = slist_add(t->call_headers, scratch->data, &ok);
+      x->call_headers = slist_add(x->call_headers, scratch->data, &ok);
       lua_pop(L, 1);
     }
   }
   return ok;
 }
 
-static void set_request(struct transport *t, const struct send_spec *s) {
-  CURL *h = t->curl;
-  long ms = (long)(s->timeout * 1000.0), cms = (long)(t->connect_timeout * 1000.0);
-  curl_easy_setopt(h, CURLOPT_URL, s->url);
-  curl_easy_setopt(h, CURLOPT_HTTPHEADER,
-                   t->call_headers ? t->call_headers : s->json ? t->json_headers : t->bare_headers);
-  curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, ms > 0 ? ms : 1L);
-  curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, cms > 0 && cms < ms ? cms : (ms > 0 ? ms : 1L));
-  if (s->body != NULL) {
-    curl_easy_setopt(h, CURLOPT_POSTFIELDS, s->body);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)s->body_len);
-    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, strcmp(s->method, "POST") ? s->method : NULL);
-  } else {
-    curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
-    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, strcmp(s->method, "GET") ? s->method : NULL);
-  }
-}
-
-/* What a failed perform means for the rules. */
-static void classify(struct transport *t, CURLcode rc, struct attempt *a) {
-  a->timed_out = a->permanent = 0;
-  if (rc == CURLE_OK) a->outcome = OUT_RESPONSE;
-  else if (t->too_large) a->outcome = OUT_TOO_LARGE;
-  else if (t->out_of_memory) a->outcome = OUT_NO_MEMORY;
-  else if (t->sends == 0) { /* never handed to a connection: provably not sent */
-    a->outcome = OUT_NOT_SENT;
-    a->timed_out = rc == CURLE_OPERATION_TIMEDOUT;
-    a->permanent = t->refusal[0] || rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE ||
-                   rc == CURLE_SSL_CERTPROBLEM || rc == CURLE_URL_MALFORMAT || rc == CURLE_UNSUPPORTED_PROTOCOL;
-  } else if (rc == CURLE_OPERATION_TIMEDOUT) a->outcome = OUT_TIMEOUT;
-  else a->outcome = OUT_BROKEN;
-}
-
 /* Sends one attempt and fills `a`. Blocks: this is the plain-Lua path. */
 void tsim_transport_perform(struct transport *t, const struct send_spec *s, struct attempt *a) {
   CURLcode rc;
-  t->response.len = 0;
-  t->sends = 0;
-  t->allow_resend = s->allow_resend;
-  t->too_large = t->out_of_memory = 0;
-  t->curl_error[0] = t->refusal[0] = '\0';
-  tsim_meta_reset(&t->meta);
-  set_request(t, s);
-  rc = curl_easy_perform(t->curl);
-  a->status = 0;
-  curl_easy_getinfo(t->curl, CURLINFO_RESPONSE_CODE, &a->status);
-  a->body = t->response.data ? t->response.data : "";
-  a->body_len = t->response.len;
-  a->meta = t->meta;
-  a->transport_message = t->refusal[0] ? t->refusal : t->curl_error[0] ? t->curl_error : curl_easy_strerror(rc);
-  classify(t, rc, a);
+  exchange_prepare(&t->single, s);
+  rc = curl_easy_perform(t->single.curl);
+  exchange_result(&t->single, rc, a);
+}
+
+/* --- batches: the multi interface --- */
+
+int tsim_multi_ready(struct transport *t, int concurrency) {
+  int i;
+  if (!tsim_transport_ready(t)) return 0;
+  if (t->multi == NULL) {
+    t->multi = curl_multi_init();
+    if (t->multi == NULL) return 0;
+    curl_multi_setopt(t->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+  }
+  /* at most `concurrency` connections (HTTP/1.1), kept for the next batch */
+  curl_multi_setopt(t->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)concurrency);
+  curl_multi_setopt(t->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)concurrency);
+  curl_multi_setopt(t->multi, CURLMOPT_MAXCONNECTS, (long)concurrency);
+  if (t->pool_size >= concurrency) return 1;
+  {
+    struct exchange *pool = (struct exchange *)realloc(t->pool, (size_t)concurrency * sizeof *pool);
+    if (pool == NULL) return 0;
+    t->pool = pool;
+  }
+  for (i = t->pool_size; i < concurrency; i++) {
+    memset(&t->pool[i], 0, sizeof t->pool[i]);
+    if (!exchange_setup(&t->pool[i], t)) return 0;
+    t->pool_size = i + 1;
+  }
+  for (i = 0; i < t->pool_size; i++) { /* realloc moved them: callbacks find them again */
+    curl_easy_setopt(t->pool[i].curl, CURLOPT_WRITEDATA, &t->pool[i]);
+    curl_easy_setopt(t->pool[i].curl, CURLOPT_HEADERDATA, &t->pool[i]);
+    curl_easy_setopt(t->pool[i].curl, CURLOPT_PRIVATE, &t->pool[i]);
+    curl_easy_setopt(t->pool[i].curl, CURLOPT_ERRORBUFFER, t->pool[i].curl_error);
+    curl_easy_setopt(t->pool[i].curl, CURLOPT_PREREQDATA, &t->pool[i]);
+    curl_easy_setopt(t->pool[i].curl, CURLOPT_DEBUGDATA, &t->pool[i]);
+  }
+  return 1;
+}
+
+struct exchange *tsim_multi_free_slot(struct transport *t) {
+  int i;
+  for (i = 0; i < t->pool_size; i++)
+    if (!t->pool[i].busy) return &t->pool[i];
+  return NULL;
+}
+
+int tsim_multi_busy(const struct transport *t) {
+  int i, n = 0;
+  for (i = 0; i < t->pool_size; i++) n += t->pool[i].busy;
+  return n;
+}
+
+int tsim_multi_start(struct transport *t, struct exchange *x, const struct send_spec *s) {
+  exchange_prepare(x, s);
+  if (curl_multi_add_handle(t->multi, x->curl) != CURLM_OK) return 0;
+  x->busy = 1;
+  return 1;
+}
+
+/* Takes a finished transfer out of the multi handle: its attempt goes to *a. */
+static struct exchange *next_done(struct transport *t, struct attempt *a) {
+  int left = 0;
+  CURLMsg *msg;
+  while ((msg = curl_multi_info_read(t->multi, &left)) != NULL) {
+    char *p = NULL;
+    struct exchange *x;
+    CURLcode rc = msg->data.result;
+    if (msg->msg != CURLMSG_DONE) continue;
+    curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &p);
+    x = (struct exchange *)(void *)p;
+    curl_multi_remove_handle(t->multi, msg->easy_handle);
+    x->busy = 0;
+    exchange_result(x, rc, a);
+    return x;
+  }
+  return NULL;
+}
+
+/* Drives the transfers: a finished one now, or after waiting up to `wait`
+ * seconds (at most 1 s, so the caller keeps its clock), else NULL. */
+struct exchange *tsim_multi_next(struct transport *t, double wait, struct attempt *a) {
+  int running = 0;
+  struct exchange *x;
+  curl_multi_perform(t->multi, &running);
+  if ((x = next_done(t, a)) != NULL || running == 0 || wait <= 0) return x;
+  curl_multi_poll(t->multi, NULL, 0, wait >= 1 ? 1000 : (int)(wait * 1000.0) + 1, NULL);
+  curl_multi_perform(t->multi, &running);
+  return next_done(t, a);
+}
+
+void tsim_multi_cancel(struct transport *t) {
+  int i;
+  for (i = 0; i < t->pool_size; i++) {
+    if (!t->pool[i].busy) continue;
+    curl_multi_remove_handle(t->multi, t->pool[i].curl);
+    t->pool[i].busy = 0;
+    t->pool[i].tainted = 1; /* stopped mid-transfer */
+  }
 }
 
 void tsim_transport_free(struct transport *t) {
-  if (t->curl != NULL) {
-    if (t->pid != getpid()) abandon_inherited(t);
-    else curl_easy_cleanup(t->curl);
-  }
-  t->curl = NULL;
-  free_headers_wiped(&t->call_headers);
+  int inherited = t->pid != 0 && t->pid != getpid();
+  exchange_free(&t->single, inherited);
+  free_multi(t, inherited);
   free_headers_wiped(&t->json_headers);
   free_headers_wiped(&t->bare_headers);
   free(t->ca_file); t->ca_file = NULL;
   free(t->ca_path); t->ca_path = NULL;
-  strbuf_free(&t->response);
 }

@@ -17,24 +17,44 @@
 #error "telnyx.sim needs libcurl >= 7.80.0 (CURLOPT_PREREQFUNCTION)"
 #endif
 
-struct transport {
-  CURL *curl;                      /* created on first use, reused: keep-alive */
-  pid_t pid;                       /* the process whose connections it holds */
-  struct curl_slist *json_headers; /* the client's headers, for a JSON body */
-  struct curl_slist *bare_headers; /* the same, for no body (no Content-Type) */
+struct transport;
+
+/* One easy handle and the state of the attempt it carries; the callbacks
+ * write only here. The plain call path has one; a batch has a pool. */
+struct exchange {
+  CURL *curl;
+  struct transport *t;             /* the client's settings */
   struct curl_slist *call_headers; /* per attempt, when a call adds headers */
-  char *ca_file, *ca_path;
-  double connect_timeout;
-  size_t max_response_bytes;
-  int plain_http_guard;            /* http:// base_url without allow_insecure_http */
-  /* state of the attempt in flight; callbacks write only here */
   struct strbuf response;
   struct response_meta meta;
   int sends;                       /* how often libcurl was about to send the request */
   int allow_resend;                /* may libcurl itself re-send on a fresh connection? */
   int too_large, out_of_memory;
+  int busy;                        /* in the multi handle now */
+  int tag;                         /* the batch's call index */
+  /* HTTP/2 "not processed" evidence, read from libcurl's verbose text (see on_debug) */
+  int verbose;                     /* this attempt asked for it (a call that must not go twice) */
+  long h2_stream;                  /* the stream the request went on, 0: none yet */
+  long goaway_last;                /* a GOAWAY's last-stream-id since, or -1 */
+  int refused_retry;               /* libcurl retrying because this stream was REFUSED */
+  int got_response;                /* a status line arrived */
+  int tainted;                     /* a failure or a re-send left libcurl state that could mislead */
   char refusal[224];               /* why on_prereq stopped a request, or "" */
   char curl_error[CURL_ERROR_SIZE];
+};
+
+struct transport {
+  struct exchange single;          /* the plain call path: one kept-alive connection */
+  CURLM *multi;                    /* batches: created on first use, its connections reused */
+  struct exchange *pool;           /* batches: one exchange per call in flight */
+  int pool_size;
+  pid_t pid;                       /* the process whose connections these are */
+  struct curl_slist *json_headers; /* the client's headers, for a JSON body */
+  struct curl_slist *bare_headers; /* the same, for no body (no Content-Type) */
+  char *ca_file, *ca_path;
+  double connect_timeout;
+  size_t max_response_bytes;
+  int plain_http_guard;            /* http:// base_url without allow_insecure_http */
 };
 
 /* What one attempt sends. */
@@ -51,10 +71,21 @@ int tsim_transport_global_init(const char **why);
 int tsim_transport_set_headers(struct transport *t, const char *api_key, const char *user_agent);
 /* The per-call header list: the fixed ones, an Idempotency-Key, the caller's
  * {name = value} table at headers_idx (0: none). 0 on no memory. */
-int tsim_transport_call_headers(lua_State *L, struct transport *t, struct strbuf *scratch, int json,
+int tsim_transport_call_headers(lua_State *L, struct exchange *x, struct strbuf *scratch, int json,
                                 const char *idempotency_key, int headers_idx);
 int tsim_transport_ready(struct transport *t); /* 0: no handle could be made */
 void tsim_transport_perform(struct transport *t, const struct send_spec *s, struct attempt *a);
+
+/* Batches over the multi interface: HTTP/2 multiplexing where the server
+ * offers it, else up to `concurrency` kept-alive connections. */
+int tsim_multi_ready(struct transport *t, int concurrency);      /* 0: no memory / no handle */
+struct exchange *tsim_multi_free_slot(struct transport *t);      /* NULL: all busy */
+int tsim_multi_start(struct transport *t, struct exchange *x, const struct send_spec *s); /* 0: failed */
+/* Drives transfers for at most `wait` seconds; returns a finished exchange
+ * (its attempt in *a, removed from the multi) or NULL. */
+struct exchange *tsim_multi_next(struct transport *t, double wait, struct attempt *a);
+int tsim_multi_busy(const struct transport *t);                  /* transfers in flight */
+void tsim_multi_cancel(struct transport *t);                     /* drop every transfer in flight */
 void tsim_transport_free(struct transport *t);
 const char *tsim_transport_version(void);
 

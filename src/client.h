@@ -1,0 +1,58 @@
+/*
+ * client.h -- the client object and a prepared call, shared by the binding
+ * (lua_telnyx_sim.c) and the batch loop (batch.c).
+ */
+#ifndef TSIM_CLIENT_H
+#define TSIM_CLIENT_H
+
+#include <sys/types.h>
+
+#include "core.h"
+#include "transport.h"
+
+#define TSIM_CLIENT_MT "telnyx.sim.client"
+#define UV_ARRAY_MT lua_upvalueindex(1) /* every module function's first upvalue: the array marker */
+
+/* A client draws its Idempotency-Keys from a pool: one system call per
+ * 32 keys rather than one per call. */
+struct random_pool {
+  unsigned char bytes[512];
+  size_t left;
+  pid_t pid; /* a forked child must not reuse its parent's keys */
+};
+
+struct client {
+  struct transport t;
+  char *api_key;
+  char *base_url;
+  double timeout;
+  int max_retries;
+  int resend_ok;         /* the caller's retry_may_duplicate: our retries may re-send */
+  int sleep_ref;         /* registry ref of a sleep(seconds) function, or LUA_NOREF */
+  struct random_pool random;
+  struct strbuf scratch; /* request bodies, URLs and header lines are built here */
+  char user_agent[128];
+  int closed;
+};
+
+struct call {
+  const struct operation *op;
+  double timeout;
+  int max_retries;
+  int resend_ok;
+  int headers_idx;             /* the caller's extra headers, or 0 */
+  const char *idempotency_key; /* NULL: none (safe operations) */
+  const char *url, *body;      /* body NULL: none */
+  size_t body_len;
+};
+
+struct client *tsim_check_client(lua_State *L, int idx);
+/* Validates params and opts in stack slots p, p + 1 and builds the call,
+ * leaving the Idempotency-Key (or nil), the URL and the body (or nil) pushed. */
+int tsim_prepare_call_at(lua_State *L, struct client *c, struct call *k, int p);
+struct send_spec tsim_send_spec_of(const struct call *k);
+void tsim_pause_for(lua_State *L, struct client *c, double seconds);
+void tsim_finish_error(lua_State *L, const struct client *c, int attempts); /* attempts, redaction */
+int tsim_client_batch(lua_State *L);     /* client:batch (batch.c) */
+
+#endif
