@@ -26,7 +26,7 @@
 
 /* The keep table holds each call's strings, four slots a call: its headers
  * table, Idempotency-Key, URL and body (KEEP(i, 1..4)). */
-#define KEEP(i, slot) ((lua_Integer)4 * (i) - 4 + (slot))
+#define KEEP(i, slot) ((compat_index)4 * (i) - 4 + (slot))
 
 static const struct rule batch_options[] = {
   {"concurrency", K_INTEGER, MIN(1), MAX(1000)},

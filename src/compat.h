@@ -14,6 +14,13 @@
 #define compat_rawlen(L, i) lua_objlen((L), (i))
 #endif
 
+/* The index type of lua_rawgeti / lua_rawseti. */
+#if LUA_VERSION_NUM >= 503
+typedef lua_Integer compat_index;
+#else
+typedef int compat_index;
+#endif
+
 #if LUA_VERSION_NUM >= 503
 #define compat_isinteger(L, i) lua_isinteger((L), (i))
 #else
