@@ -143,6 +143,66 @@ function flow.wait_for_action(client, action, opts)
   end
 end
 
-flow.methods = { "each", "wait_for_action" }
+local CALL_OPTS = { timeout = true, max_retries = true, headers = true }
+
+--- client:get_activation_codes(cards_or_ids [, opts]) -> results | nil, err
+-- The activation codes of many eSIMs at once, on client:batch (one GET each:
+-- the API has no bulk form). cards_or_ids: SIM card tables (physical ones are
+-- skipped) or ids. opts: concurrency, progress (as batch's, indices into
+-- cards_or_ids), and timeout, max_retries, headers for every call.
+-- results[i] = { id =, activation_code = } | { id =, err = } | { id =, skipped = "physical" };
+-- results.ok and results.failed count the calls made.
+function flow.get_activation_codes(client, cards, opts)
+  if type(cards) ~= "table" then
+    return nil, fail("invalid_params", "get_activation_codes: needs an array of SIM cards or ids (got "
+      .. type(cards) .. ")", { field = "cards" })
+  end
+  opts = opts or {}
+  if type(opts) ~= "table" then
+    return nil, fail("invalid_params", "get_activation_codes: options must be a table", { field = "opts" })
+  end
+  local call_opts, batch_opts = nil, { concurrency = opts.concurrency }
+  for k, v in pairs(opts) do
+    if CALL_OPTS[k] then call_opts = call_opts or {}; call_opts[k] = v
+    elseif k ~= "concurrency" and k ~= "progress" then
+      return nil, fail("invalid_params", "get_activation_codes: unknown option 'opts." .. tostring(k) .. "'",
+        { field = "opts." .. tostring(k) })
+    end
+  end
+  local results, calls, where = {}, {}, {}
+  for i = 1, #cards do
+    local card = cards[i]
+    local id = type(card) == "table" and card.id or card
+    if type(card) == "table" and card.type == "physical" then
+      results[i] = { id = id, skipped = "physical" }
+    else
+      calls[#calls + 1] = { "get_sim_card_activation_code", id, call_opts }
+      where[#calls] = i
+    end
+  end
+  if type(opts.progress) == "function" then
+    local progress = opts.progress
+    batch_opts.progress = function(done, total, j, res, err) return progress(done, total, where[j], res, err) end
+  elseif opts.progress ~= nil then
+    batch_opts.progress = opts.progress -- batch refuses it, naming opts.progress
+  end
+  local done, err = client:batch(calls, batch_opts)
+  if not done then
+    if err.index then err.index = where[err.index] end
+    return nil, err
+  end
+  for j, r in ipairs(done) do
+    local i = where[j]
+    if r.res then
+      results[i] = { id = calls[j][2], activation_code = type(r.res.data) == "table" and r.res.data.activation_code }
+    else
+      results[i] = { id = calls[j][2], err = r.err }
+    end
+  end
+  results.ok, results.failed = done.ok, done.failed
+  return results
+end
+
+flow.methods = { "each", "wait_for_action", "get_activation_codes" }
 
 return flow
