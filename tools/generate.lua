@@ -237,6 +237,35 @@ local HEAD = [[
 ---@field attempts? integer # how many attempts were made
 ---@field action? table # wait_for_action's timeout: the last state of the action
 
+---@class telnyx.sim.BatchOptions
+---@field concurrency? integer # calls in flight at once, 1..1000 (default 16)
+---@field progress? fun(done: integer, total: integer, index: integer, res: telnyx.sim.Result?, err: telnyx.sim.Error?)
+
+---@class telnyx.sim.BatchResult
+---@field res? telnyx.sim.Result
+---@field err? telnyx.sim.Error
+
+---@class telnyx.sim.BatchResults
+---@field [integer] telnyx.sim.BatchResult
+---@field ok integer # calls that succeeded
+---@field failed integer # calls that failed
+
+---@class telnyx.sim.ActivationCodeOptions: telnyx.sim.BatchOptions
+---@field timeout? number
+---@field max_retries? integer
+---@field headers? table<string, string>
+
+---@class telnyx.sim.ActivationCode
+---@field id string
+---@field activation_code? string # "LPA:1$..."
+---@field err? telnyx.sim.Error
+---@field skipped? "physical"
+
+---@class telnyx.sim.ActivationCodeResults
+---@field [integer] telnyx.sim.ActivationCode
+---@field ok integer
+---@field failed integer
+
 ---The decoded response envelope: every field as the server sent it, JSON null as absent.
 ---@class telnyx.sim.Result
 ---@field data? table
@@ -367,6 +396,21 @@ function Client:each(name, params, opts) end
 ---@return table? action
 ---@return telnyx.sim.Error? err
 function Client:wait_for_action(action, opts) end
+
+---Many calls at once on one connection pool (HTTP/2 multiplexing where offered); every call keeps the
+---rules of a single call. All are validated before anything is sent (`err.index` names a bad one).
+---@param calls { [1]: telnyx.sim.OperationName, [2]: table|string|nil, [3]: telnyx.sim.CallOptions|nil }[]
+---@param opts? telnyx.sim.BatchOptions
+---@return telnyx.sim.BatchResults? results # results[i] = { res = } or { err = }, in input order
+---@return telnyx.sim.Error? err
+function Client:batch(calls, opts) end
+
+---The activation codes of many eSIMs at once (on `batch`); physical cards are skipped.
+---@param cards (table|string)[] # SIM card tables or ids
+---@param opts? telnyx.sim.ActivationCodeOptions
+---@return telnyx.sim.ActivationCodeResults? results
+---@return telnyx.sim.Error? err
+function Client:get_activation_codes(cards, opts) end
 
 ---Waits the client's way (its `sleep` option, else nanosleep).
 ---@param seconds number # 0..86400
