@@ -58,7 +58,8 @@ enum outcome {
   OUT_TIMEOUT,   /* timed out after the request may have reached the server */
   OUT_BROKEN,    /* connection failed after the request may have reached the server */
   OUT_TOO_LARGE, /* the body passed max_response_bytes */
-  OUT_NO_MEMORY
+  OUT_NO_MEMORY,
+  OUT_REFUSED    /* sent, but the server said it did not process it (HTTP/2 REFUSED_STREAM, GOAWAY) */
 };
 
 /* The few response headers the rules read. */

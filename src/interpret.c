@@ -126,6 +126,7 @@ static struct retry_verdict judge_retry(const struct operation *op, const struct
   int may_have_arrived = 1, transient = 0, resend_safe;
   switch (a->outcome) {
     case OUT_NOT_SENT: may_have_arrived = 0; transient = !a->permanent; break;
+    case OUT_REFUSED: may_have_arrived = 0; transient = 1; break; /* the protocol's word: not processed */
     case OUT_TIMEOUT: case OUT_BROKEN: transient = 1; break;
     case OUT_RESPONSE:
       if (a->status < 400) return v; /* done (or redirected): never sent again */
@@ -378,6 +379,10 @@ static void push_transport_error(lua_State *L, const struct operation *op, const
       break;
     case OUT_NO_MEMORY:
       tsim_push_error(L, "decode", "%s: not enough memory for the response%s", op->name, lua_tostring(L, -1));
+      break;
+    case OUT_REFUSED:
+      tsim_push_error(L, "connection", "%s: the server refused the request before processing it (%s): not done, "
+                      "safe to send again", op->name, why);
       break;
     default: /* OUT_BROKEN */
       tsim_push_error(L, "connection", "%s: connection failed after the request was sent (%s)%s", op->name, why,

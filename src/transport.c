@@ -407,16 +407,13 @@ struct exchange *tsim_multi_free_slot(struct transport *t) {
   return NULL;
 }
 
-int tsim_multi_busy(const struct transport *t) {
-  int i, n = 0;
-  for (i = 0; i < t->pool_size; i++) n += t->pool[i].busy;
-  return n;
-}
+int tsim_multi_busy(const struct transport *t) { return t->in_flight; }
 
 int tsim_multi_start(struct transport *t, struct exchange *x, const struct send_spec *s) {
   exchange_prepare(x, s);
   if (curl_multi_add_handle(t->multi, x->curl) != CURLM_OK) return 0;
   x->busy = 1;
+  t->in_flight++;
   return 1;
 }
 
@@ -433,6 +430,7 @@ static struct exchange *next_done(struct transport *t, struct attempt *a) {
     x = (struct exchange *)(void *)p;
     curl_multi_remove_handle(t->multi, msg->easy_handle);
     x->busy = 0;
+    t->in_flight--;
     exchange_result(x, rc, a);
     return x;
   }
@@ -459,6 +457,7 @@ void tsim_multi_cancel(struct transport *t) {
     t->pool[i].busy = 0;
     t->pool[i].tainted = 1; /* stopped mid-transfer */
   }
+  t->in_flight = 0;
 }
 
 void tsim_transport_free(struct transport *t) {

@@ -48,6 +48,7 @@ struct transport {
   CURLM *multi;                    /* batches: created on first use, its connections reused */
   struct exchange *pool;           /* batches: one exchange per call in flight */
   int pool_size;
+  int in_flight;                   /* exchanges in the multi handle now */
   pid_t pid;                       /* the process whose connections these are */
   struct curl_slist *json_headers; /* the client's headers, for a JSON body */
   struct curl_slist *bare_headers; /* the same, for no body (no Content-Type) */
