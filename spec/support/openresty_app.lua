@@ -165,4 +165,89 @@ function app.stored()
   return answer(stored[ngx.var.arg_name] or { missing = true })
 end
 
+---------------------------------------------------------------------------
+-- Batches (spec/openresty_batch_spec.lua)
+---------------------------------------------------------------------------
+
+local function now()
+  ngx.update_time()
+  return ngx.now()
+end
+
+local RAISED = { "raised by progress" } -- the error value a progress function raises
+
+-- spec = { calls =, opts =, client = {...}, helper = "get_activation_codes" (default "batch"),
+--          cards = (for the helper), progress = true | { raise = done } | { close = done } | { sleep = s },
+--          after = seconds to wait before answering (anything still running shows in the stub) }
+-- -> { results = [...], ok =, failed =, elapsed =, progress = [{done, total, index, ok, kind, at}] }
+--    | { err = } | { raised =, raised_same = }
+local function batch_run(spec)
+  local client, err = client_for(spec.client)
+  if not client then return { err = encode_err(err) } end
+  local out, opts, t0 = { progress = {} }, nil, now()
+  if spec.opts ~= nil then
+    opts = {}
+    for k, v in pairs(spec.opts) do opts[k] = v end
+  end
+  local p = spec.progress
+  if p then
+    opts = opts or {}
+    opts.progress = function(done, total, index, res, e)
+      out.progress[#out.progress + 1] = { done = done, total = total, index = index, ok = res ~= nil,
+        kind = e and e.kind, at = now() - t0 }
+      if type(p) == "table" and p.sleep then ngx.sleep(p.sleep) end -- the coordinating thread yields here
+      if type(p) == "table" and p.close == done then client:close() end
+      if type(p) == "table" and p.raise == done then error(RAISED) end
+    end
+  end
+  local helper = spec.helper or "batch"
+  local called, results, berr = pcall(client[helper], client, spec.helper and spec.cards or spec.calls, opts)
+  out.elapsed = now() - t0
+  if spec.after then ngx.sleep(spec.after) end
+  if not called then
+    out.raised, out.raised_same = tostring(results), results == RAISED
+    return out
+  end
+  if not results then
+    out.err = encode_err(berr)
+    return out
+  end
+  out.ok, out.failed, out.results = results.ok, results.failed, {}
+  for i = 1, #results do
+    local r = {}
+    for k, v in pairs(results[i]) do r[k] = v end
+    r.err = encode_err(r.err)
+    out.results[i] = r
+  end
+  return out
+end
+
+--- content_by_lua, rewrite_by_lua, access_by_lua: POST /batch (spec above as JSON)
+function app.batch()
+  ngx.req.read_body()
+  local spec = cjson.decode(ngx.req.get_body_data() or "")
+  if type(spec) ~= "table" then return answer({ bad_request = true }) end
+  return answer(batch_run(spec))
+end
+
+--- POST /batch_timer: the same, run in a timer; the handler waits for it (up to 20 s).
+function app.batch_timer()
+  ngx.req.read_body()
+  local spec = cjson.decode(ngx.req.get_body_data() or "")
+  local box = {}
+  local ok, err = ngx.timer.at(0, function(premature)
+    if premature then return end
+    box.phase = ngx.get_phase()
+    box.result = batch_run(spec)
+  end)
+  if not ok then return answer({ timer_error = err }) end
+  for _ = 1, 2000 do
+    if box.result then break end
+    ngx.sleep(0.01)
+  end
+  box.result = box.result or { timed_out = true }
+  box.result.phase = box.phase
+  return answer(box.result)
+end
+
 return app
