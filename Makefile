@@ -38,7 +38,7 @@ BUSTED = busted --lua=$(LUA_BIN)
 TEST_ENV = LUA_CPATH='$(CURDIR)/$(BUILD)/?.so;;' LUA_PATH='$(CURDIR)/?.lua;$(CURDIR)/?/init.lua;;'
 
 DEB_PACKAGES = lua5.4 liblua5.4-dev lua-cjson lua-busted lua-socket libcurl4-openssl-dev luarocks pkg-config \
-  nginx libnginx-mod-http-lua libluajit2-5.1-dev ca-certificates
+  nginx libnginx-mod-http-lua libluajit2-5.1-dev ca-certificates openssl python3 python3-h2
 # make test-all: the other Luas (luajit2 is OpenResty's LuaJIT, the one nginx's lua module uses)
 ALL_LUA_PACKAGES = lua5.1 liblua5.1-0-dev lua5.2 liblua5.2-dev lua5.3 liblua5.3-dev luajit2 libluajit2-5.1-dev
 TEST_ALL_LUAS = 5.4 5.1 5.2 5.3 luajit

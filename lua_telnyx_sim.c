@@ -204,8 +204,13 @@ static int configure(lua_State *L, struct client *c) {
     return config_fail(L, "%s", "no API key: pass api_key to telnyx.sim.new or set TELNYX_API_KEY");
   if (api_key_problem(api_key))
     return config_fail(L, "%s", "the API key contains control characters (CR, LF, NUL) or is over 200 bytes");
-  if (base_url == NULL) base_url = getenv("TELNYX_BASE_URL");
-  if (base_url == NULL || *base_url == '\0') base_url = DEFAULT_BASE_URL;
+  if (base_url == NULL && (base_url = getenv("TELNYX_BASE_URL")) != NULL && *base_url == '\0') {
+    /* set but empty (TELNYX_BASE_URL=$UNSET_VAR): a test setup, never a wish for production */
+    config_fail(L, "%s", "TELNYX_BASE_URL is set but empty: unset it to use " DEFAULT_BASE_URL ", or give a URL");
+    tsim_set_string(L, "field", "base_url");
+    return 0;
+  }
+  if (base_url == NULL) base_url = DEFAULT_BASE_URL;
   if ((problem = tsim_base_url_problem(base_url, insecure)) != NULL) return config_fail(L, "base_url %s", problem);
   c->timeout = number_option_at(L, 1, "timeout", DEFAULT_TIMEOUT);
   c->t.connect_timeout = number_option_at(L, 1, "connect_timeout", DEFAULT_CONNECT_TIMEOUT);
@@ -213,6 +218,7 @@ static int configure(lua_State *L, struct client *c) {
   c->t.max_response_bytes = (size_t)number_option_at(L, 1, "max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES);
   c->resend_ok = boolean_option(L, "retry_may_duplicate");
   c->t.plain_http_guard = strncmp(base_url, "http://", 7) == 0 && !insecure;
+  c->t.https = strncmp(base_url, "https://", 8) == 0;
   c->api_key = dup_string(api_key);
   c->base_url = dup_string(base_url);
   if (ca_file) c->t.ca_file = dup_string(ca_file);
@@ -315,6 +321,19 @@ static int check_header_names(lua_State *L, const struct operation *op, int idx)
   return 1;
 }
 
+/* Replaces the table at idx by a shallow raw copy: a caller changing its
+ * table later (from sleep, from a batch's progress) cannot reach the call. */
+static void copy_table(lua_State *L, int idx) {
+  lua_newtable(L);
+  lua_pushnil(L);
+  while (lua_next(L, idx) != 0) {
+    lua_pushvalue(L, -2);
+    lua_insert(L, -2);
+    lua_rawset(L, -4);
+  }
+  lua_replace(L, idx);
+}
+
 /* Reads validated opts at idx into k; for calls that must not go twice,
  * pushes the Idempotency-Key (the caller's or a fresh one), else nil. */
 static int read_call_opts(lua_State *L, struct client *c, struct call *k, int idx) {
@@ -334,6 +353,7 @@ static int read_call_opts(lua_State *L, struct client *c, struct call *k, int id
     if (!lua_isnil(L, -1)) {
       k->headers_idx = lua_gettop(L); /* stays on the stack for the call */
       if (!check_header_names(L, k->op, k->headers_idx)) return 0;
+      copy_table(L, k->headers_idx); /* what was checked is what every attempt sends */
     } else {
       lua_pop(L, 1);
     }

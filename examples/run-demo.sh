@@ -1,11 +1,12 @@
 #!/bin/sh
 # make demo: runs the examples against the stub server on loopback, or
-# against the real API when TELNYX_API_KEY is set and TELNYX_BASE_URL is not:
+# against the real API when TELNYX_API_KEY is set and TELNYX_BASE_URL is unset
+# (set but empty means the stub: the module itself refuses an empty one):
 # the eSIM onboarding (examples/esim_onboarding.lua, which buys 3 eSIMs: it
 # replaces the bare examples/purchase_esims.lua here), then the registration.
 set -eu
 LUA_BIN=${LUA_BIN:-lua5.4}
-if [ -n "${TELNYX_API_KEY:-}" ] && [ -z "${TELNYX_BASE_URL:-}" ]; then
+if [ -n "${TELNYX_API_KEY:-}" ] && [ -z "${TELNYX_BASE_URL+set}" ]; then
   echo "== TELNYX_API_KEY is set: using the real API (this buys 3 eSIMs) =="
 else
   dir=$(mktemp -d)

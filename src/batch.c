@@ -109,7 +109,7 @@ static int prepare_one(lua_State *L, struct client *c, struct batch *b, int list
 /* --- finishing calls --- */
 
 /* Stores res or err (on top) as results[i], counts it, reports progress. */
-static void finish(lua_State *L, struct client *c, struct batch *b, int i, int ok) {
+static void finish(lua_State *L, struct batch *b, int i, int ok) {
   int value = lua_gettop(L);
   b->st[i - 1].done = 1;
   b->done++;
@@ -125,22 +125,29 @@ static void finish(lua_State *L, struct client *c, struct batch *b, int i, int o
     lua_pushinteger(L, i);
     if (ok) { lua_pushvalue(L, value); lua_pushnil(L); }
     else { lua_pushnil(L); lua_pushvalue(L, value); }
-    if (lua_pcall(L, 5, 0, 0) != 0) {
-      if (!c->closed) tsim_multi_cancel(&c->t); /* nothing left in flight behind the error */
-      lua_error(L);
-    }
+    lua_call(L, 5, 0); /* an error ends the batch: run_guarded cancels what is in flight */
   }
   lua_settop(L, value - 1);
 }
 
-/* Every call not finished yet gets the same config err (the client was closed). */
-static void finish_rest_closed(lua_State *L, struct client *c, struct batch *b) {
+/* Every call not finished yet gets a config err (the client was closed):
+ * one never sent may be sent again; one that spends or creates and was sent
+ * may have gone through, as after any failure once it left. */
+static void finish_rest_closed(lua_State *L, struct batch *b) {
   int i;
   for (i = 1; i <= b->n; i++) {
+    const struct operation *op = b->calls[i - 1].op;
+    int sent = b->st[i - 1].attempt > 0;
     if (b->st[i - 1].done) continue;
-    tsim_push_error(L, "config", "%s: the client was closed during the batch", b->calls[i - 1].op->name);
+    if (sent && op->resend != RESEND_SAFE)
+      tsim_push_error(L, "config", "%s: the client was closed during the batch, after the request was sent; "
+                      "it may have gone through: check %s before trying again", op->name, op->check);
+    else
+      tsim_push_error(L, "config", "%s: the client was closed during the batch%s", op->name,
+                      sent ? "" : ", before this call was sent");
     tsim_set_int(L, "attempts", b->st[i - 1].attempt);
-    finish(L, c, b, i, 0);
+    tsim_set_bool(L, "retryable", !sent || op->resend == RESEND_SAFE);
+    finish(L, b, i, 0);
   }
 }
 
@@ -163,7 +170,9 @@ static int next_ready(struct batch *b, double t) {
 static void start_ready(lua_State *L, struct client *c, struct batch *b) {
   struct exchange *x;
   double t = now();
-  while (t >= b->pause_until && (x = tsim_multi_free_slot(&c->t)) != NULL) {
+  /* the pool may be larger (an earlier batch's): concurrency is this batch's bound */
+  while (t >= b->pause_until && tsim_multi_busy(&c->t) < b->concurrency &&
+         (x = tsim_multi_free_slot(&c->t)) != NULL) {
     int i = next_ready(b, t), hidx = 0;
     struct call *k;
     struct send_spec s;
@@ -182,7 +191,7 @@ static void start_ready(lua_State *L, struct client *c, struct batch *b) {
     if (!tsim_multi_start(&c->t, x, &s)) {
       tsim_push_error(L, "connection", "%s: libcurl could not start the transfer", k->op->name);
       tsim_finish_error(L, c, b->st[i - 1].attempt);
-      finish(L, c, b, i, 0);
+      finish(L, b, i, 0);
       if (c->closed) return;
     }
   }
@@ -210,7 +219,7 @@ static void settle(lua_State *L, struct client *c, struct batch *b, struct excha
   struct retry_verdict v;
   int attempt = b->st[i - 1].attempt;
   if (tsim_interpret(L, b->array_mt, k->op, a, k->resend_ok, attempt, &v)) {
-    finish(L, c, b, i, 1);
+    finish(L, b, i, 1);
     return;
   }
   if (v.retryable && attempt <= k->max_retries) {
@@ -224,7 +233,18 @@ static void settle(lua_State *L, struct client *c, struct batch *b, struct excha
     return;
   }
   tsim_finish_error(L, c, attempt);
-  finish(L, c, b, i, 0);
+  finish(L, b, i, 0);
+}
+
+/* Nothing in flight, something waiting: the client's sleep, whose word is
+ * taken (a test's or a scheduler's sleep may return at once: the waits count
+ * as over, as a single call's would). */
+static void wait_idle(lua_State *L, struct client *c, struct batch *b, double wait) {
+  int r;
+  tsim_pause_for(L, c, wait);
+  if (c->closed || c->sleep_ref == LUA_NOREF) return;
+  b->pause_until -= wait;
+  for (r = 0; r < b->retries_len; r++) b->st[b->retries[r] - 1].not_before -= wait;
 }
 
 static void run(lua_State *L, struct client *c, struct batch *b) {
@@ -232,16 +252,47 @@ static void run(lua_State *L, struct client *c, struct batch *b) {
     struct attempt a;
     struct exchange *x;
     double wait;
-    if (c->closed) { finish_rest_closed(L, c, b); return; }
+    if (c->closed) { finish_rest_closed(L, b); return; }
     start_ready(L, c, b);
     if (c->closed) continue;
     wait = next_wakeup(b, now());
     if (tsim_multi_busy(&c->t) == 0) { /* nothing in flight: wait the client's way */
-      if (wait > 0) tsim_pause_for(L, c, wait);
+      if (wait > 0) wait_idle(L, c, b, wait);
       continue;
     }
     x = tsim_multi_next(&c->t, wait > 0 && wait < 1 ? wait : 1, &a);
     if (x != NULL) settle(L, c, b, x, &a);
+  }
+}
+
+/* The loop, under lua_pcall: whatever raises (progress, sleep, no memory),
+ * nothing is left in flight and the client can run the next batch. */
+static int run_protected(lua_State *L) {
+  struct client *c = (struct client *)lua_touserdata(L, 5);
+  struct batch *b = (struct batch *)lua_touserdata(L, 6);
+  b->results = 1; b->keep = 2; b->array_mt = 3;
+  b->progress = lua_isfunction(L, 4) ? 4 : 0;
+  lua_settop(L, 4);
+  run(L, c, b);
+  return 0;
+}
+
+static void run_guarded(lua_State *L, struct client *c, struct batch *b) {
+  int rc;
+  lua_pushcfunction(L, run_protected);
+  lua_pushvalue(L, b->results);
+  lua_pushvalue(L, b->keep);
+  lua_pushvalue(L, b->array_mt);
+  if (b->progress) lua_pushvalue(L, b->progress);
+  else lua_pushnil(L);
+  lua_pushlightuserdata(L, c);
+  lua_pushlightuserdata(L, b);
+  c->in_batch = 1;
+  rc = lua_pcall(L, 6, 0, 0);
+  c->in_batch = 0;
+  if (rc != 0) {
+    if (!c->closed) tsim_multi_cancel(&c->t);
+    lua_error(L);
   }
 }
 
@@ -271,6 +322,11 @@ int tsim_client_batch(lua_State *L) {
     tsim_push_error(L, "config", "batch: the client is closed");
     return tsim_return_error(L);
   }
+  if (c->in_batch) { /* from a progress or sleep function of this client's batch */
+    tsim_push_error(L, "config", "batch: this client is running a batch already (use another client, "
+                    "or start it after this one returns)");
+    return tsim_return_error(L);
+  }
   if (lua_type(L, 2) != LUA_TTABLE) {
     tsim_push_error(L, "invalid_params", "batch: calls must be an array of { name, params [, opts] } (got %s)",
                     luaL_typename(L, 2));
@@ -294,12 +350,11 @@ int tsim_client_batch(lua_State *L) {
   for (i = 1; i <= n; i++)
     if (!prepare_one(L, c, b, 2, i)) return tsim_return_error(L);
   if (n > 0) {
-    tsim_multi_cancel(&c->t); /* a batch cut short by an error left nothing running */
     if (!tsim_multi_ready(&c->t, concurrency < n ? concurrency : n)) {
       tsim_push_error(L, "connection", "batch: could not create libcurl handles");
       return tsim_return_error(L);
     }
-    run(L, c, b);
+    run_guarded(L, c, b);
   }
   lua_pushvalue(L, 5);
   lua_pushinteger(L, b->ok);

@@ -32,6 +32,7 @@ struct client {
   struct random_pool random;
   struct strbuf scratch; /* request bodies, URLs and header lines are built here */
   char user_agent[128];
+  int in_batch; /* client:batch is running (a nested one is refused) */
   int closed;
 };
 

@@ -25,6 +25,7 @@ void tsim_set_int(lua_State *L, const char *key, long value);
 void tsim_set_bool(lua_State *L, const char *key, int value);
 int tsim_return_error(lua_State *L);      /* nil, err (err on top) */
 int tsim_error_tostring(lua_State *L);    /* __tostring of an err */
+void tsim_push_escaped(lua_State *L, const char *s, size_t n); /* control characters as \n, \x1b */
 void tsim_push_joined(lua_State *L, const char *const *names, const char *quote);
 void tsim_redact(lua_State *L, int t, const char *key); /* the key -> [REDACTED], at any depth */
 
@@ -59,7 +60,8 @@ enum outcome {
   OUT_BROKEN,    /* connection failed after the request may have reached the server */
   OUT_TOO_LARGE, /* the body passed max_response_bytes */
   OUT_NO_MEMORY,
-  OUT_REFUSED    /* sent, but the server said it did not process it (HTTP/2 REFUSED_STREAM, GOAWAY) */
+  OUT_REFUSED,   /* sent, but the server said it did not process it (HTTP/2 REFUSED_STREAM, GOAWAY) */
+  OUT_HEADERS_TOO_LARGE /* a response came, with headers over libcurl's limit (read as nothing more) */
 };
 
 /* The few response headers the rules read. */

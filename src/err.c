@@ -4,6 +4,7 @@
  *   retry_after, attempts }, with a __tostring that reads as one line.
  */
 #include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "compat.h"
@@ -57,17 +58,52 @@ void tsim_push_joined(lua_State *L, const char *const *names, const char *quote)
   luaL_pushresult(&b);
 }
 
+/* Pushes s with control characters escaped (\n, \r, \t, \x1b...): text from
+ * a server (or a transport) goes into one-line messages and must not forge
+ * another log line. The escapes are printable, so escaping twice changes nothing. */
+void tsim_push_escaped(lua_State *L, const char *s, size_t n) {
+  luaL_Buffer b;
+  size_t i;
+  luaL_buffinit(L, &b);
+  for (i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c >= 0x20 && c != 0x7f) { luaL_addchar(&b, (char)c); continue; }
+    if (c == '\n') luaL_addstring(&b, "\\n");
+    else if (c == '\r') luaL_addstring(&b, "\\r");
+    else if (c == '\t') luaL_addstring(&b, "\\t");
+    else {
+      char esc[5];
+      snprintf(esc, sizeof esc, "\\x%02x", c);
+      luaL_addstring(&b, esc);
+    }
+  }
+  luaL_pushresult(&b);
+}
+
+/* Replaces the string at idx by its escaped copy. */
+static void escape_in_place(lua_State *L, int idx) {
+  size_t n;
+  const char *s = lua_tolstring(L, idx, &n);
+  tsim_push_escaped(L, s, n);
+  lua_replace(L, idx);
+}
+
 int tsim_return_error(lua_State *L) {
   lua_pushnil(L);
   lua_insert(L, -2);
   return 2;
 }
 
-/* tostring(err): "telnyx.sim: <message> (request_id ...)". */
+/* tostring(err): "telnyx.sim: <message> (request_id ...)", always one line:
+ * control characters are escaped whoever put them there (a server's
+ * x-request-id, a Lua transport's message, sim.error's caller). */
 int tsim_error_tostring(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
   lua_getfield(L, 1, "message");
   lua_getfield(L, 1, "request_id");
+  if (lua_isstring(L, 2)) escape_in_place(L, 2);
+  if (lua_isstring(L, 3)) escape_in_place(L, 3);
   lua_pushliteral(L, "telnyx.sim: ");
   if (lua_isstring(L, 2)) lua_pushvalue(L, 2); else lua_pushliteral(L, "error");
   if (lua_isstring(L, 3)) {

@@ -209,32 +209,12 @@ static const char *result_problem(lua_State *L, const struct operation *op, int 
 /* Errors                                                                 */
 /* ===================================================================== */
 
-/* Pushes s with control characters escaped (\n, \x1b): a server's words go
+/* Pushes the string at idx, escaped (tsim_push_escaped): a server's words go
  * into one-line messages, and must not forge another log line. */
-static void push_escaped(lua_State *L, const char *s, size_t n) {
-  luaL_Buffer b;
-  size_t i;
-  luaL_buffinit(L, &b);
-  for (i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)s[i];
-    if (c >= 0x20 && c != 0x7f) { luaL_addchar(&b, (char)c); continue; }
-    if (c == '\n') luaL_addstring(&b, "\\n");
-    else if (c == '\r') luaL_addstring(&b, "\\r");
-    else if (c == '\t') luaL_addstring(&b, "\\t");
-    else {
-      char esc[5];
-      snprintf(esc, sizeof esc, "\\x%02x", c);
-      luaL_addstring(&b, esc);
-    }
-  }
-  luaL_pushresult(&b);
-}
-
-/* Pushes the string at idx, escaped. */
 static void push_escaped_at(lua_State *L, int idx) {
   size_t len;
   const char *s = lua_tolstring(L, idx, &len);
-  push_escaped(L, s, len);
+  tsim_push_escaped(L, s, len);
 }
 
 /* Pushes the first error's "title: detail" (escaped), with " (+N more)". */
@@ -304,19 +284,23 @@ static void push_http_error(lua_State *L, int array_mt, const struct operation *
   lua_remove(L, -2); /* the body, or the decoder's reason */
   errors = lua_gettop(L);
   if (may_have_arrived) push_uncertain_hint(L, op, resend_ok); else lua_pushliteral(L, "");
+  /* the header value the message quotes, escaped like the API's words */
+  if (a->status >= 300 && a->status < 400) tsim_push_escaped(L, a->meta.location, strlen(a->meta.location));
+  else tsim_push_escaped(L, a->meta.content_type, strlen(a->meta.content_type));
   if (a->status >= 300 && a->status < 400) {
     tsim_push_error(L, "http", "%s: HTTP %d: redirects are not followed (Location: %s)", op->name,
-                    (int)a->status, a->meta.location[0] ? a->meta.location : "none");
+                    (int)a->status, a->meta.location[0] ? lua_tostring(L, -1) : "none");
   } else if (compat_rawlen(L, errors) > 0) {
     push_api_error_summary(L, errors);
     tsim_push_error(L, "http", "%s: HTTP %d: %s%s", op->name, (int)a->status, lua_tostring(L, -1),
-                    lua_tostring(L, -2));
+                    lua_tostring(L, -3));
     lua_remove(L, -2);
   } else {
     tsim_push_error(L, "http", "%s: HTTP %d%s%s%s%s%s", op->name, (int)a->status,
                     a->body_len ? " with a non-JSON body" : " with no body", a->meta.content_type[0] ? " (" : "",
-                    a->meta.content_type, a->meta.content_type[0] ? ")" : "", lua_tostring(L, -1));
+                    lua_tostring(L, -1), a->meta.content_type[0] ? ")" : "", lua_tostring(L, -2));
   }
+  lua_remove(L, -2); /* the header value */
   lua_remove(L, -2); /* the hint */
   lua_pushvalue(L, errors);
   lua_setfield(L, -2, "errors");
@@ -362,6 +346,9 @@ static int push_success(lua_State *L, int array_mt, const struct operation *op, 
 /* Pushes err for an attempt that got no (whole) response. */
 static void push_transport_error(lua_State *L, const struct operation *op, const struct attempt *a, int resend_ok) {
   const char *why = a->transport_message ? a->transport_message : "unknown error";
+  int accepted = a->status >= 200 && a->status < 300;
+  tsim_push_escaped(L, why, strlen(why)); /* libcurl's or a Lua transport's words may quote the server */
+  why = lua_tostring(L, -1);
   push_uncertain_hint(L, op, resend_ok);
   switch (a->outcome) {
     case OUT_NOT_SENT:
@@ -380,6 +367,14 @@ static void push_transport_error(lua_State *L, const struct operation *op, const
     case OUT_NO_MEMORY:
       tsim_push_error(L, "decode", "%s: not enough memory for the response%s", op->name, lua_tostring(L, -1));
       break;
+    case OUT_HEADERS_TOO_LARGE: /* a response came, but libcurl would not take in its headers */
+      if (a->status > 0) lua_pushfstring(L, "; HTTP %d", (int)a->status); else lua_pushliteral(L, "");
+      tsim_push_error(L, "decode", "%s: the response headers were larger than libcurl accepts (libcurl: %s%s)%s%s",
+                      op->name, why, lua_tostring(L, -1), accepted ? accepted_hint(op) : lua_tostring(L, -2),
+                      accepted && op->check ? op->check : "");
+      lua_remove(L, -2);
+      if (a->status > 0) tsim_set_int(L, "status", a->status);
+      break;
     case OUT_REFUSED:
       tsim_push_error(L, "connection", "%s: the server refused the request before processing it (%s): not done, "
                       "safe to send again", op->name, why);
@@ -389,7 +384,8 @@ static void push_transport_error(lua_State *L, const struct operation *op, const
                       lua_tostring(L, -1));
       break;
   }
-  lua_remove(L, -2);
+  lua_remove(L, -2); /* the hint */
+  lua_remove(L, -2); /* why */
 }
 
 int tsim_interpret(lua_State *L, int array_mt, const struct operation *op, const struct attempt *a, int resend_ok,

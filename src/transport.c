@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "lauxlib.h"
@@ -49,6 +50,11 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *ud) {
   if (n >= 5 && memcmp(line, "HTTP/", 5) == 0) { /* each response, 1xx included */
     tsim_meta_reset(&x->meta);
     x->got_response = 1;
+    x->headers_done = 0;
+    return n;
+  }
+  if (n <= 2 && (line[0] == '\r' || line[0] == '\n')) { /* the blank line that ends them */
+    x->headers_done = 1;
     return n;
   }
   colon = (const char *)memchr(line, ':', n);
@@ -110,6 +116,16 @@ static int on_debug(CURL *h, curl_infotype type, char *data, size_t size, void *
   return 0;
 }
 
+/* Each new socket. One after the request went out means libcurl began a
+ * re-send, whose connect may have read other cached connections (and a GOAWAY
+ * that was not about this request) before the guard stopped it. */
+static int on_socket(void *ud, curl_socket_t fd, curlsocktype purpose) {
+  struct exchange *x = (struct exchange *)ud;
+  (void)fd; (void)purpose;
+  if (x->sends > 0) x->socket_after_send = 1;
+  return CURL_SOCKOPT_OK;
+}
+
 /* --- an exchange: one easy handle --- */
 
 /* Header lists hold the Authorization line, so wipe before freeing. */
@@ -123,25 +139,66 @@ static void free_headers_wiped(struct curl_slist **list) {
   *list = NULL;
 }
 
-/* A forked child must never use (or shut down) its parent's connection:
- * point the child's copy of the socket at /dev/null, so that cleaning up the
- * handle (TLS close_notify included) writes nothing to the parent's peer. */
-static void detach_socket(CURL *h) {
-  curl_socket_t s = CURL_SOCKET_BAD;
-  if (curl_easy_getinfo(h, CURLINFO_ACTIVESOCKET, &s) == CURLE_OK && s != CURL_SOCKET_BAD) {
-    int null_fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
-    if (null_fd >= 0) {
-      (void)dup2(null_fd, s);
-      close(null_fd);
-    }
+/* --- sockets: every one libcurl opens for the client is noted, so that a
+ * forked child can let go of all of them (the batch's cached connections
+ * too, which no easy handle reports once the transfer is over) --- */
+
+static curl_socket_t on_open_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *addr) {
+  struct transport *t = (struct transport *)ud;
+  struct stat st;
+  curl_socket_t s;
+  int i, type = addr->socktype;
+  (void)purpose;
+#ifdef SOCK_CLOEXEC
+  type |= SOCK_CLOEXEC; /* a program this process execs gets no API connection either */
+#endif
+  if (t->n_sockets == t->cap_sockets) {
+    int cap = t->cap_sockets ? 2 * t->cap_sockets : 8;
+    struct owned_socket *p = (struct owned_socket *)realloc(t->sockets, (size_t)cap * sizeof *p);
+    if (p == NULL) return CURL_SOCKET_BAD; /* libcurl: could not connect (nothing sent) */
+    t->sockets = p;
+    t->cap_sockets = cap;
   }
+  s = socket(addr->family, type, addr->protocol);
+  if (s == CURL_SOCKET_BAD) return s;
+  for (i = 0; i < t->n_sockets && t->sockets[i].fd != s; i++) {} /* a stale entry: the number was reused */
+  t->sockets[i].fd = s;
+  t->sockets[i].ino = fstat(s, &st) == 0 ? st.st_ino : 0;
+  if (i == t->n_sockets) t->n_sockets++;
+  return s;
 }
 
-static void exchange_free(struct exchange *x, int inherited) {
-  if (x->curl != NULL) {
-    if (inherited) detach_socket(x->curl);
-    curl_easy_cleanup(x->curl);
+static int on_close_socket(void *ud, curl_socket_t s) {
+  struct transport *t = (struct transport *)ud;
+  int i;
+  for (i = 0; i < t->n_sockets; i++)
+    if (t->sockets[i].fd == s) {
+      t->sockets[i] = t->sockets[--t->n_sockets];
+      break;
+    }
+  return close(s);
+}
+
+/* A forked child must never use (or shut down) its parent's connections:
+ * point the child's copy of each socket at /dev/null, so that cleaning up the
+ * handles (TLS close_notify included) writes nothing to the parent's peers.
+ * Only a descriptor that is still the very socket libcurl opened (same inode)
+ * is touched. */
+static void detach_sockets(struct transport *t) {
+  int i, null_fd;
+  if (t->n_sockets == 0) return;
+  null_fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+  if (null_fd < 0) return;
+  for (i = 0; i < t->n_sockets; i++) {
+    struct stat st;
+    if (fstat(t->sockets[i].fd, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_ino == t->sockets[i].ino)
+      (void)dup2(null_fd, t->sockets[i].fd);
   }
+  close(null_fd);
+}
+
+static void exchange_free(struct exchange *x) {
+  if (x->curl != NULL) curl_easy_cleanup(x->curl);
   x->curl = NULL;
   free_headers_wiped(&x->call_headers);
   strbuf_free(&x->response);
@@ -165,7 +222,8 @@ static int exchange_setup(struct exchange *x, struct transport *t) {
   SET(CURLOPT_SSL_VERIFYHOST, 2L);
   SET(CURLOPT_TCP_KEEPALIVE, 1L);
   SET(CURLOPT_ACCEPT_ENCODING, NULL);
-  SET(CURLOPT_PIPEWAIT, 1L); /* in a batch: wait for the HTTP/2 connection rather than open more */
+  /* in a batch over TLS: wait for the HTTP/2 connection rather than open more (plain http is HTTP/1.1) */
+  SET(CURLOPT_PIPEWAIT, t->https ? 1L : 0L);
 #if LIBCURL_VERSION_NUM >= 0x075500
   SET(CURLOPT_PROTOCOLS_STR, "http,https");
 #else
@@ -173,8 +231,14 @@ static int exchange_setup(struct exchange *x, struct transport *t) {
 #endif
   SET(CURLOPT_PREREQFUNCTION, on_prereq);
   SET(CURLOPT_PREREQDATA, x);
+  SET(CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
+  SET(CURLOPT_OPENSOCKETDATA, t);
+  SET(CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
+  SET(CURLOPT_CLOSESOCKETDATA, t);
   SET(CURLOPT_DEBUGFUNCTION, on_debug); /* CURLOPT_VERBOSE is per attempt */
   SET(CURLOPT_DEBUGDATA, x);
+  SET(CURLOPT_SOCKOPTFUNCTION, on_socket);
+  SET(CURLOPT_SOCKOPTDATA, x);
   if (t->ca_file) SET(CURLOPT_CAINFO, t->ca_file);
   if (t->ca_path) SET(CURLOPT_CAPATH, t->ca_path);
 #undef SET
@@ -212,7 +276,8 @@ static void exchange_prepare(struct exchange *x, const struct send_spec *s) {
   x->verbose = !s->allow_resend;
   x->h2_stream = 0;
   x->goaway_last = -1;
-  x->refused_retry = x->got_response = 0;
+  x->refused_retry = x->got_response = x->socket_after_send = 0;
+  x->headers_done = 0;
   curl_easy_setopt(h, CURLOPT_VERBOSE, (long)x->verbose);
   curl_easy_setopt(h, CURLOPT_URL, s->url);
   curl_easy_setopt(h, CURLOPT_HTTPHEADER,
@@ -233,10 +298,24 @@ static void exchange_prepare(struct exchange *x, const struct send_spec *s) {
  * part of a response come back. Only libcurl's own retry on REFUSED_STREAM
  * (needing a handle with no stale refusal), or a GOAWAY after the request
  * whose last-stream-id is below its stream, count. */
-static int refused_unprocessed(const struct exchange *x) {
+static int refused_unprocessed(const struct exchange *x, CURLcode rc) {
   if (!x->verbose || x->got_response || x->sends == 0) return 0;
   if (x->refused_retry && !x->tainted && x->sends <= 2) return 1;
-  return x->h2_stream > 0 && x->goaway_last >= 0 && x->goaway_last < x->h2_stream;
+  /* a GOAWAY only with no re-send begun: a re-send's connect checks the other
+   * cached connections, and could read a GOAWAY that was not about this stream */
+  return x->sends == 1 && !x->socket_after_send && rc != CURLE_OPERATION_TIMEDOUT && x->h2_stream > 0 &&
+         x->goaway_last >= 0 && x->goaway_last < x->h2_stream;
+}
+
+/* libcurl refusing a response's headers as too long: a line over its limit
+ * reads "Out of memory" in 7.88 (CURLE_TOO_LARGE from 8.6), too many in all a
+ * receive error saying so. Only while headers were being read. */
+static int headers_too_large(const struct exchange *x, CURLcode rc) {
+  if (x->sends == 0 || x->headers_done || x->out_of_memory) return 0;
+#if LIBCURL_VERSION_NUM >= 0x080600
+  if (rc == CURLE_TOO_LARGE) return 1;
+#endif
+  return rc == CURLE_OUT_OF_MEMORY || (rc == CURLE_RECV_ERROR && strstr(x->curl_error, "response header") != NULL);
 }
 
 /* What a finished transfer means for the rules. */
@@ -251,17 +330,18 @@ static void exchange_result(struct exchange *x, CURLcode rc, struct attempt *a) 
   if (rc == CURLE_OK) a->outcome = OUT_RESPONSE;
   else if (x->too_large) a->outcome = OUT_TOO_LARGE;
   else if (x->out_of_memory) a->outcome = OUT_NO_MEMORY;
+  else if (headers_too_large(x, rc)) a->outcome = OUT_HEADERS_TOO_LARGE;
   else if (x->sends == 0) { /* never handed to a connection: provably not sent */
     a->outcome = OUT_NOT_SENT;
     a->timed_out = rc == CURLE_OPERATION_TIMEDOUT;
     a->permanent = x->refusal[0] || rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE ||
                    rc == CURLE_SSL_CERTPROBLEM || rc == CURLE_URL_MALFORMAT || rc == CURLE_UNSUPPORTED_PROTOCOL;
-  } else if (refused_unprocessed(x)) {
+  } else if (refused_unprocessed(x, rc)) {
     a->outcome = OUT_REFUSED;
-    if (x->goaway_last >= 0 && x->goaway_last < x->h2_stream)
-      snprintf(x->curl_error, sizeof x->curl_error, "HTTP/2 GOAWAY with last-stream-id %ld, below stream %ld",
-               x->goaway_last, x->h2_stream);
-    else snprintf(x->curl_error, sizeof x->curl_error, "HTTP/2 RST_STREAM REFUSED_STREAM on stream %ld", x->h2_stream);
+    if (x->refused_retry)
+      snprintf(x->curl_error, sizeof x->curl_error, "HTTP/2 stream %ld closed with REFUSED_STREAM", x->h2_stream);
+    else snprintf(x->curl_error, sizeof x->curl_error, "HTTP/2 GOAWAY with last-stream-id %ld, below stream %ld",
+                  x->goaway_last, x->h2_stream);
     a->transport_message = x->curl_error;
   } else if (rc == CURLE_OPERATION_TIMEDOUT) a->outcome = OUT_TIMEOUT;
   else a->outcome = OUT_BROKEN;
@@ -270,23 +350,24 @@ static void exchange_result(struct exchange *x, CURLcode rc, struct attempt *a) 
 
 /* --- the client's transport --- */
 
-static void free_multi(struct transport *t, int inherited) {
+static void free_multi(struct transport *t) {
   int i;
   for (i = 0; i < t->pool_size; i++) {
     if (t->pool[i].busy && t->multi != NULL) curl_multi_remove_handle(t->multi, t->pool[i].curl);
-    exchange_free(&t->pool[i], inherited);
+    exchange_free(&t->pool[i]);
   }
   free(t->pool);
   t->pool = NULL;
   t->pool_size = 0;
-  if (t->multi != NULL) curl_multi_cleanup(t->multi); /* its cache's sockets were detached with their handles */
+  if (t->multi != NULL) curl_multi_cleanup(t->multi); /* closes the connections it cached */
   t->multi = NULL;
 }
 
 /* After fork(): drop every handle the parent opened, without touching its peers. */
 static void drop_inherited(struct transport *t) {
-  exchange_free(&t->single, 1);
-  free_multi(t, 1);
+  detach_sockets(t);
+  exchange_free(&t->single);
+  free_multi(t);
 }
 
 int tsim_transport_ready(struct transport *t) {
@@ -366,6 +447,27 @@ void tsim_transport_perform(struct transport *t, const struct send_spec *s, stru
 
 /* --- batches: the multi interface --- */
 
+/* How many connections a batch may open. Over TLS the server may speak
+ * HTTP/2: then one connection carries every call (streams beyond the
+ * server's limit wait for one, rather than each opening a connection), until
+ * a response shows HTTP/1.x, which needs up to `concurrency` connections. */
+static void apply_limits(struct transport *t) {
+  long conns = t->https && t->protocol != 1 ? 1L : (long)t->concurrency;
+  curl_multi_setopt(t->multi, CURLMOPT_MAX_HOST_CONNECTIONS, conns);
+  curl_multi_setopt(t->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, conns);
+  curl_multi_setopt(t->multi, CURLMOPT_MAXCONNECTS, (long)t->concurrency); /* kept for the next batch */
+  curl_multi_setopt(t->multi, CURLMOPT_MAX_CONCURRENT_STREAMS, 1000L);
+}
+
+/* The first response of a batch says what the server speaks. */
+static void note_protocol(struct transport *t, const struct exchange *x, CURLcode rc) {
+  long v = 0;
+  if (t->protocol != 0 || rc != CURLE_OK) return;
+  curl_easy_getinfo(x->curl, CURLINFO_HTTP_VERSION, &v);
+  t->protocol = v == CURL_HTTP_VERSION_2_0 || v == CURL_HTTP_VERSION_3 ? 2 : 1;
+  if (t->protocol == 1) apply_limits(t);
+}
+
 int tsim_multi_ready(struct transport *t, int concurrency) {
   int i;
   if (!tsim_transport_ready(t)) return 0;
@@ -374,10 +476,8 @@ int tsim_multi_ready(struct transport *t, int concurrency) {
     if (t->multi == NULL) return 0;
     curl_multi_setopt(t->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
   }
-  /* at most `concurrency` connections (HTTP/1.1), kept for the next batch */
-  curl_multi_setopt(t->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)concurrency);
-  curl_multi_setopt(t->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)concurrency);
-  curl_multi_setopt(t->multi, CURLMOPT_MAXCONNECTS, (long)concurrency);
+  t->concurrency = concurrency;
+  apply_limits(t);
   if (t->pool_size >= concurrency) return 1;
   {
     struct exchange *pool = (struct exchange *)realloc(t->pool, (size_t)concurrency * sizeof *pool);
@@ -396,6 +496,7 @@ int tsim_multi_ready(struct transport *t, int concurrency) {
     curl_easy_setopt(t->pool[i].curl, CURLOPT_ERRORBUFFER, t->pool[i].curl_error);
     curl_easy_setopt(t->pool[i].curl, CURLOPT_PREREQDATA, &t->pool[i]);
     curl_easy_setopt(t->pool[i].curl, CURLOPT_DEBUGDATA, &t->pool[i]);
+    curl_easy_setopt(t->pool[i].curl, CURLOPT_SOCKOPTDATA, &t->pool[i]);
   }
   return 1;
 }
@@ -432,6 +533,7 @@ static struct exchange *next_done(struct transport *t, struct attempt *a) {
     x->busy = 0;
     t->in_flight--;
     exchange_result(x, rc, a);
+    note_protocol(t, x, rc);
     return x;
   }
   return NULL;
@@ -461,9 +563,12 @@ void tsim_multi_cancel(struct transport *t) {
 }
 
 void tsim_transport_free(struct transport *t) {
-  int inherited = t->pid != 0 && t->pid != getpid();
-  exchange_free(&t->single, inherited);
-  free_multi(t, inherited);
+  if (t->pid != 0 && t->pid != getpid()) detach_sockets(t);
+  exchange_free(&t->single);
+  free_multi(t);
+  free(t->sockets); /* after the cleanups: their close callbacks use it */
+  t->sockets = NULL;
+  t->n_sockets = t->cap_sockets = 0;
   free_headers_wiped(&t->json_headers);
   free_headers_wiped(&t->bare_headers);
   free(t->ca_file); t->ca_file = NULL;

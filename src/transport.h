@@ -37,10 +37,19 @@ struct exchange {
   long h2_stream;                  /* the stream the request went on, 0: none yet */
   long goaway_last;                /* a GOAWAY's last-stream-id since, or -1 */
   int refused_retry;               /* libcurl retrying because this stream was REFUSED */
+  int socket_after_send;           /* a connection was opened after the request went out */
   int got_response;                /* a status line arrived */
+  int headers_done;                /* the latest response's headers ended (their blank line) */
   int tainted;                     /* a failure or a re-send left libcurl state that could mislead */
   char refusal[224];               /* why on_prereq stopped a request, or "" */
   char curl_error[CURL_ERROR_SIZE];
+};
+
+/* A socket libcurl opened for the client; the inode tells it from a later
+ * file that got the same number. */
+struct owned_socket {
+  curl_socket_t fd;
+  ino_t ino;
 };
 
 struct transport {
@@ -49,7 +58,12 @@ struct transport {
   struct exchange *pool;           /* batches: one exchange per call in flight */
   int pool_size;
   int in_flight;                   /* exchanges in the multi handle now */
+  int concurrency;                 /* the running batch's bound */
+  int https;                       /* base_url is https: HTTP/2 may be offered */
+  int protocol;                    /* what the batches' server speaks: 0 not known yet, 1 HTTP/1.x, 2 HTTP/2 */
   pid_t pid;                       /* the process whose connections these are */
+  struct owned_socket *sockets;    /* every socket libcurl has open for this client */
+  int n_sockets, cap_sockets;
   struct curl_slist *json_headers; /* the client's headers, for a JSON body */
   struct curl_slist *bare_headers; /* the same, for no body (no Content-Type) */
   char *ca_file, *ca_path;

@@ -6,7 +6,11 @@
 --   local nginx = require "spec.support.nginx"
 --   local srv = nginx.start{ conf = text }   -- text with {{PORT}}, {{DIR}}, {{REPO}},
 --                                            -- {{MODULES}}, {{USER}}, {{TEMP_PATHS}} placeholders
--- The command line sets daemon off, master_process on and pid: the conf must not.
+-- The command line sets daemon off, master_process on and pid (unless the conf
+-- has its own top-level pid): the conf must not set the first two.
+-- {{VENDOR_LUA_PATH}} (only computed when the conf uses it): lua_package_path
+-- entries for lua-resty-http and resty.string (nginx.vendor_lua_path); nginx.start
+-- errors when they are not there.
 --   helpers.http{ port = srv.port, path = "/" }
 --   srv:stop()
 --
@@ -78,6 +82,39 @@ function nginx.build_luajit_module()
   return repo .. "/build/luajit"
 end
 
+-- The folder of third-party packages the registries here do not carry:
+-- $TELNYX_SIM_VENDOR_DIR, else ../shared/vendor beside the repository (as CI has it).
+function nginx.vendor_dir()
+  local dir = os.getenv("TELNYX_SIM_VENDOR_DIR")
+  if dir and dir ~= "" then return dir end
+  return nginx.repo_dir():gsub("/[^/]+/?$", "") .. "/shared/vendor"
+end
+
+-- The newest folder in `dir` matching `glob` that has lib/<file>, or nil.
+local function vendored_lib(dir, glob, file)
+  local p = io.popen("ls -d " .. shell_quote(dir) .. "/" .. glob .. " 2>/dev/null | sort -V")
+  local found
+  for line in p:lines() do
+    if read_file(line .. "/lib/" .. file) then found = line .. "/lib" end
+  end
+  p:close()
+  return found
+end
+
+--- lua_package_path entries (";"-joined, no ";;") for lua-resty-http and
+-- resty.string (which it requires; OpenResty ships it, Debian's module does not),
+-- from nginx.vendor_dir(); nil and why when either is missing.
+function nginx.vendor_lua_path()
+  local dir = nginx.vendor_dir()
+  local http = vendored_lib(dir, "lua-resty-http-*", "resty/http.lua")
+  local str = vendored_lib(dir, "lua-resty-string-*", "resty/string.lua")
+  if not http or not str then
+    return nil, "lua-resty-http and lua-resty-string are not in " .. dir
+      .. " (lua-resty-http-*/lib, lua-resty-string-*/lib; set TELNYX_SIM_VENDOR_DIR to their folder)"
+  end
+  return http .. "/?.lua;" .. str .. "/?.lua"
+end
+
 local Server = {}
 Server.__index = Server
 
@@ -126,6 +163,9 @@ function nginx.start(opts)
     PORT = tostring(port), DIR = dir, REPO = nginx.repo_dir(), MODULES = table.concat(load, "\n"),
     USER = user, TEMP_PATHS = table.concat(temp, "\n    "),
   }
+  if opts.conf:find("{{VENDOR_LUA_PATH}}", 1, true) then
+    values.VENDOR_LUA_PATH = assert(nginx.vendor_lua_path())
+  end
   for k, v in pairs(opts.values or {}) do values[k] = tostring(v) end
   local conf = opts.conf:gsub("{{([%w_]+)}}", function(name)
     return values[name] or error("nginx.start: no value for {{" .. name .. "}}", 3)
@@ -136,9 +176,10 @@ function nginx.start(opts)
   -- A watchdog shell stops nginx when the process that started it is gone.
   local parent = helpers.my_pid() or "0"
   local env = opts.env and (opts.env .. " ") or ""
+  local pid = ("\n" .. conf):match("\n%s*pid%s") and "" or " pid " .. dir .. "/nginx.pid;"
   local cmd = "(" .. env .. "nginx -p " .. shell_quote(dir .. "/") .. " -c " .. shell_quote(conf_path)
     .. " -e " .. shell_quote(dir .. "/logs/error.log")
-    .. " -g " .. shell_quote("daemon off; master_process on; pid " .. dir .. "/nginx.pid;")
+    .. " -g " .. shell_quote("daemon off; master_process on;" .. pid)
     .. " </dev/null >>" .. shell_quote(dir .. "/logs/stdout.log") .. " 2>&1 & n=$!; echo $n > "
     .. shell_quote(pid_file) .. "; while kill -0 " .. parent .. " 2>/dev/null && kill -0 $n 2>/dev/null;"
     .. " do sleep 1; done; kill -QUIT $n 2>/dev/null) >/dev/null 2>&1 &"
