@@ -38,24 +38,10 @@ local function finished(what, action, err)
   return action
 end
 
--- Aligned columns, in print_table's style, for the records it has no printer for.
+-- Aligned columns for the records print_table has no printer for.
 local function print_rows(title, headers, rows)
-  local widths = {}
-  for i, h in ipairs(headers) do widths[i] = #h end
-  for _, row in ipairs(rows) do
-    for i, cell in ipairs(row) do widths[i] = math.max(widths[i], #cell) end
-  end
-  local function line(cells)
-    local out = {}
-    for i, cell in ipairs(cells) do out[i] = cell .. string.rep(" ", widths[i] - #cell) end
-    print((("  " .. table.concat(out, "  ")):gsub("%s+$", "")))
-  end
   print(title)
-  line(headers)
-  local rule = {}
-  for i, w in ipairs(widths) do rule[i] = string.rep("-", w) end
-  line(rule)
-  for _, row in ipairs(rows) do line(row) end
+  print_table.rows(headers, rows)
 end
 
 local function show(v) return v == nil and "-" or tostring(v) end

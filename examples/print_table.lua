@@ -11,7 +11,8 @@ local function show(v)
   return tostring(v)
 end
 
-local function print_rows(headers, rows)
+--- Prints rows (arrays of strings) under headers, in aligned columns.
+function M.rows(headers, rows)
   local widths = {}
   for i, h in ipairs(headers) do widths[i] = #h end
   for _, row in ipairs(rows) do
@@ -40,7 +41,7 @@ function M.sim_cards(cards)
     }
   end
   print(("SIM cards (%d):"):format(#cards))
-  print_rows({ "id", "type", "iccid", "imsi", "status", "tags", "eid" }, rows)
+  M.rows({ "id", "type", "iccid", "imsi", "status", "tags", "eid" }, rows)
 end
 
 function M.errors(errors)
@@ -54,7 +55,7 @@ function M.errors(errors)
     }
   end
   print(("Refused (%d):"):format(#errors))
-  print_rows({ "registration_code", "code", "title", "detail", "pointer" }, rows)
+  M.rows({ "registration_code", "code", "title", "detail", "pointer" }, rows)
 end
 
 return M
