@@ -646,6 +646,9 @@ static void attempt_from_reply(lua_State *L, const struct client *c, struct atte
     int f = luaL_checkoption(L, -1, NULL, failure_names);
     a->outcome = outcomes[f];
     a->timed_out = f == 1;
+    lua_getfield(L, 3, "permanent"); /* not sent, and trying again cannot help (TLS trust) */
+    a->permanent = a->outcome == OUT_NOT_SENT && lua_toboolean(L, -1);
+    lua_pop(L, 1);
   } else {
     luaL_argcheck(L, a->status >= 100 && a->status <= 999, 3, "reply needs a status (100-999) or a failure");
     a->outcome = a->body_len > c->t.max_response_bytes ? OUT_TOO_LARGE : OUT_RESPONSE;
@@ -657,7 +660,8 @@ static void attempt_from_reply(lua_State *L, const struct client *c, struct atte
  * client:interpret(req, reply [, attempt]) -> res | nil, err, retry_in
  * reply = { status =, headers =, body = } when a response arrived, or
  * { failure = "not_sent" | "connect_timeout" | "timeout" | "broken" | "too_large",
- *   message = } when it did not. retry_in (seconds) is there when the caller
+ *   message =, permanent = } when it did not (permanent: not sent, and trying
+ *   again cannot help). retry_in (seconds) is there when the caller
  * should send the same req again after waiting that long.
  */
 static int client_interpret(lua_State *L) {

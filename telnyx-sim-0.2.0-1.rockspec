@@ -13,6 +13,13 @@ register physical SIM cards, activation codes, groups, enable/disable, orders,
 data usage notifications, paging and action waiting, with results as plain Lua
 tables. It never re-sends a request that spends money or creates an object once
 it may have reached the server.
+
+telnyx.sim.resty is the same client for OpenResty (nginx + ngx_lua). It moves its
+bytes over cosockets with lua-resty-http (>= 0.17; `opm get ledgetech/lua-resty-http`
+or `luarocks install lua-resty-http` into the tree nginx loads, plus resty.string,
+which OpenResty ships), or without it through an nginx proxy location. That
+dependency is deliberately not listed below: it runs only inside nginx, and plain
+Lua users of telnyx.sim do not need it (see the README, "Using it in OpenResty").
 ]],
    homepage = "https://github.com/telnyx-sim/telnyx-sim",
    license = "MIT",
@@ -37,7 +44,8 @@ build = {
          incdirs = { "$(CURL_INCDIR)" },
          libdirs = { "$(CURL_LIBDIR)" },
       },
-      -- the same client for OpenResty, doing its I/O through nginx
+      -- the same client for OpenResty, doing its I/O through nginx (cosockets via lua-resty-http,
+      -- an OpenResty-only dependency left out of `dependencies`: see the description)
       ["telnyx.sim.resty"] = "telnyx/sim/resty.lua",
       -- each and wait_for_action, shared by both clients
       ["telnyx.sim.flow"] = "telnyx/sim/flow.lua",

@@ -109,6 +109,9 @@ describe("client:interpret", function()
   it("maps each failure to its kind", function()
     local cases = {
       { { failure = "not_sent", message = "refused" }, "connection", true },
+      -- a transport's TLS verification failure: nothing sent, and trying again cannot help
+      { { failure = "not_sent", message = "certificate verify failed", permanent = true }, "connection", false },
+      { { failure = "timeout", permanent = true }, "timeout", false }, -- permanent means nothing after a send
       { { failure = "connect_timeout" }, "timeout", true },
       { { failure = "timeout" }, "timeout", false },
       { { failure = "broken", message = "reset" }, "connection", false },

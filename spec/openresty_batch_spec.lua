@@ -100,9 +100,12 @@ describe_nginx("telnyx.sim.resty client:batch in nginx", function()
   end)
 
   -- POST path with a batch spec (see batch_run in spec/support/openresty_app.lua) -> the decoded answer.
+  -- (the proxy location is what this spec tests: transport = "capture" unless it says otherwise;
+  -- spec/openresty_cosocket_spec.lua has batch over the cosocket transport)
   local function batch(spec, path)
     spec.client = spec.client or {}
     spec.client.api_key = spec.client.api_key or KEY
+    if spec.client.transport == nil and not spec.client.blocking then spec.client.transport = "capture" end
     local res = assert(helpers.http{ port = server.port, method = "POST", path = path or "/batch",
       body = helpers.encode(spec), timeout = 30 })
     assert.equal(200, res.status, res.body)
@@ -402,11 +405,11 @@ describe_nginx("telnyx.sim.resty client:batch in nginx", function()
   end)
 
   describe("in a timer", function()
-    it("with a cosocket transport: the same results, in flight together", function()
+    it("with a transport function on cosockets: the same results, in flight together", function()
       stub:config{ delay = 0.3 }
       local calls = card_gets(6)
       local out = batch({ calls = calls, opts = { concurrency = 3 },
-        client = { transport = "cosocket", base_url = stub.base_url } }, "/batch_timer")
+        client = { transport = "custom", base_url = stub.base_url } }, "/batch_timer")
       assert.equal("timer", out.phase)
       assert.equal(6, out.ok)
       assert_in_order(calls, out)
@@ -418,14 +421,14 @@ describe_nginx("telnyx.sim.resty client:batch in nginx", function()
       local calls = card_gets(6)
       queue_progress_raise(calls, 1)
       local out = batch({ calls = calls, opts = { concurrency = 3 }, progress = { raise = 1 }, after = 1.2,
-        client = { transport = "cosocket", base_url = stub.base_url, max_retries = 2 } }, "/batch_timer")
+        client = { transport = "custom", base_url = stub.base_url, max_retries = 2 } }, "/batch_timer")
       assert.equal("timer", out.phase)
       assert.is_true(out.raised_same, out.raised)
       assert.is_true(out.elapsed < 0.8, out.elapsed) -- calls 2 and 3 (1 s) were not waited for
       assert.equal(3, #stub:requests())
     end)
 
-    it("without a transport: a config err asking for one, no traffic", function()
+    it("with the capture transport: a config err asking for another, no traffic", function()
       local out = batch({ calls = card_gets(2) }, "/batch_timer")
       assert.equal("timer", out.phase)
       assert.equal("config", out.err.kind)
@@ -464,6 +467,7 @@ describe_nginx("telnyx.sim.resty client:batch in nginx", function()
     assert(slow:connect("127.0.0.1", server.port))
     local calls = card_gets(3)
     client.api_key = KEY
+    if client.transport == nil and not client.blocking then client.transport = "capture" end
     local body = helpers.encode{ calls = calls, opts = { concurrency = 3 }, client = client }
     assert(slow:send("POST /batch HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: " .. #body .. "\r\n\r\n"
       .. body))

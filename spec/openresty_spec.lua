@@ -149,9 +149,12 @@ describe_nginx("telnyx.sim.resty in nginx", function()
     return res
   end
 
+  -- (the proxy location is what this spec tests: transport = "capture" unless it says otherwise,
+  -- even where lua-resty-http would make the cosocket transport the default)
   local function call(payload, path)
     payload.client = payload.client or {}
     payload.client.api_key = payload.client.api_key or KEY
+    if payload.client.transport == nil and not payload.client.blocking then payload.client.transport = "capture" end
     local res = nginx_http(path or "/call", payload)
     assert.equal(200, res.status, res.body)
     return helpers.decode(res.body), res
@@ -234,9 +237,9 @@ describe_nginx("telnyx.sim.resty in nginx", function()
       check_flow(call{ op = "flow", params = { tag = "resty-flow" } }, "resty-flow")
     end)
 
-    it("in a timer, with a transport", function()
+    it("in a timer, with a transport function", function()
       local out = call({ op = "flow", params = { tag = "resty-timer" },
-        client = { transport = "cosocket", base_url = stub.base_url } }, "/timer")
+        client = { transport = "custom", base_url = stub.base_url } }, "/timer")
       assert.equal("timer", out.phase)
       check_flow(out, "resty-timer")
     end)
@@ -410,7 +413,17 @@ describe_nginx("telnyx.sim.resty in nginx", function()
       no_traffic()
     end)
 
-    it("a timer without a transport: a config error asking for one", function()
+    it("transport = \"cosocket\" without lua-resty-http on lua_package_path: a config err naming it", function()
+      local out = call{ op = "new", client = { transport = "cosocket" } }
+      assert.equal("config", out.err.kind)
+      assert.equal("transport", out.err.field)
+      assert.matches("needs lua-resty-http", out.err.message, 1, true)
+      assert.matches("resty.http", out.err.message)
+      -- and the default here is the proxy location (init_by_lua's client took the default)
+      assert.equal("capture", call({}, "/stored?name=init").transport)
+    end)
+
+    it("a timer with the capture transport: a config error asking for another", function()
       local out = call({ op = "purchase_esims", params = { amount = 1 } }, "/timer")
       assert.equal("timer", out.phase)
       assert_phase_error(out.err, "timer")
@@ -418,9 +431,9 @@ describe_nginx("telnyx.sim.resty in nginx", function()
       no_traffic()
     end)
 
-    it("a timer with a cosocket transport: works", function()
+    it("a timer with a transport function on cosockets: works", function()
       local out = call({ op = "purchase_esims", params = { amount = 2 },
-        client = { transport = "cosocket", base_url = stub.base_url } }, "/timer")
+        client = { transport = "custom", base_url = stub.base_url } }, "/timer")
       assert.equal("timer", out.phase)
       assert.is_nil(out.err)
       assert.equal(2, #out.res.data)
@@ -429,7 +442,7 @@ describe_nginx("telnyx.sim.resty in nginx", function()
 
     it("a custom transport's provable 'not sent' is retried, a bare error is not", function()
       local out = call{ op = "purchase_esims", params = { amount = 1 },
-        client = { transport = "cosocket", base_url = "http://127.0.0.1:" .. nginx.free_port() .. "/v2", max_retries = 1 } }
+        client = { transport = "custom", base_url = "http://127.0.0.1:" .. nginx.free_port() .. "/v2", max_retries = 1 } }
       assert.equal("connection", out.err.kind)
       assert.equal(2, out.err.attempts)
     end)
@@ -488,7 +501,7 @@ describe_nginx("telnyx.sim.resty in nginx", function()
   twenty_pings_then_purchase[21] = "purchase"
 
   it("never blocks the worker: 20 requests finish while a purchase waits 2 s", function()
-    local order, res = race{ api_key = KEY }
+    local order, res = race{ api_key = KEY, transport = "capture" }
     assert.same(twenty_pings_then_purchase, order)
     assert.equal(200, res.status)
     assert.equal("slow", assert(helpers.decode(res.body).res, res.body).data[1].id)

@@ -1,8 +1,12 @@
--- The Lua side of the nginx that spec/openresty_spec.lua starts: handlers
--- that run telnyx.sim.resty in each nginx phase and answer JSON.
+-- The Lua side of the nginx that spec/openresty_spec.lua, spec/openresty_batch_spec.lua and
+-- spec/openresty_cosocket_spec.lua start: handlers that run telnyx.sim.resty in each nginx
+-- phase and answer JSON.
 --
--- POST /call {op=, params=, opts=, client={...resty.new options, transport="cosocket" | blocking=true}}
---   -> 200 {res=} | {err=}        (in content, rewrite or access: see the conf)
+-- POST /call {op=, params=, opts=, client={...resty.new options, transport="custom" | blocking=true | keep=name}}
+--   -> 200 {res=, err=, transport=}        (in content, rewrite or access: see the conf)
+-- client.transport: "custom" is app.cosocket_transport (a minimal function); any other value goes to
+-- resty.new as it is ("cosocket", "capture", or none: resty's default). client.keep = name: the
+-- worker keeps that client between requests (its connection pool with it).
 local cjson = require "cjson.safe"
 local resty = require "telnyx.sim.resty"
 
@@ -55,17 +59,24 @@ function app.cosocket_transport(req)
   return status, headers, body
 end
 
+local kept = {} -- clients kept between requests (client.keep)
+
 -- client.blocking = true: the C module's own libcurl client instead (the
 -- negative control of the non-blocking spec).
 local function client_for(spec)
   local options = {}
   for k, v in pairs(spec or {}) do options[k] = v end
+  local keep = options.keep
+  options.keep = nil
+  if keep and kept[keep] then return kept[keep] end
   if options.blocking then
     options.blocking = nil
     return require("telnyx.sim").new(options)
   end
-  if options.transport == "cosocket" then options.transport = app.cosocket_transport end
-  return resty.new(options)
+  if options.transport == "custom" then options.transport = app.cosocket_transport end
+  local client, err = resty.new(options)
+  if keep then kept[keep] = client end
+  return client, err
 end
 
 -- op = "flow": the helpers every client shares, through resty: client:call,
@@ -92,13 +103,48 @@ local function flow_run(client, tag)
   return { res = out }
 end
 
+local function now()
+  ngx.update_time()
+  return ngx.now()
+end
+
+-- op = "steps": params.steps = [{ op =, params =, opts =, sleep = seconds before it }], every step
+-- on the same client -> { steps = [{ res =, err =, at = }] }
+local function steps_run(client, steps)
+  local out, t0 = {}, now()
+  for i, step in ipairs(steps) do
+    if step.sleep then ngx.sleep(step.sleep) end
+    local res, err = client[step.op](client, step.params, step.opts)
+    out[i] = { res = res, err = encode_err(err), at = now() - t0 }
+  end
+  return { steps = out }
+end
+
+-- op = "new": what resty.new gives for call.client -> { transport =, string =, err = } | { raised = }
+local function new_run(options)
+  local fine, client, err = pcall(resty.new, options)
+  if not fine then return { raised = tostring(client) } end
+  if not client then return { err = encode_err(err) } end
+  return { transport = client.transport_kind, string = tostring(client) }
+end
+
 local function run(call)
+  if call.op == "new" then return new_run(call.client) end
   local client, err = client_for(call.client)
   if not client then return { err = encode_err(err) } end
-  if call.op == "flow" then return flow_run(client, call.params.tag) end
-  local res
-  res, err = client[call.op](client, call.params, call.opts)
-  return { res = res, err = encode_err(err) }
+  local out
+  if call.op == "flow" then
+    out = flow_run(client, call.params.tag)
+  elseif call.op == "steps" then
+    out = steps_run(client, call.params.steps)
+  else
+    local t0 = now()
+    local res
+    res, err = client[call.op](client, call.params, call.opts)
+    out = { res = res, err = encode_err(err), elapsed = now() - t0 }
+  end
+  out.transport = client.transport_kind
+  return out
 end
 
 -- Answers with a Content-Length (spec/support/helpers.lua reads no chunked bodies).
@@ -123,7 +169,14 @@ end
 function app.init(api_key)
   local client = assert(resty.new{ api_key = api_key })
   local _, err = client:purchase_esims{ amount = 1 }
-  stored.init = { err = encode_err(err) }
+  stored.init = { err = encode_err(err), transport = client.transport_kind }
+end
+
+--- init_worker_by_lua: the same, stored as "init_worker".
+function app.init_worker(api_key)
+  local client = assert(resty.new{ api_key = api_key })
+  local _, err = client:purchase_esims{ amount = 1 }
+  stored.init_worker = { err = encode_err(err), transport = client.transport_kind }
 end
 
 --- set_by_lua $result: returns the err as JSON.
@@ -135,9 +188,10 @@ end
 
 --- header_filter_by_lua / body_filter_by_lua / log_by_lua: store the err under `name`.
 function app.in_filter(name, api_key)
+  if stored[name] and name == "body_filter" then return end -- once per request is enough
   local client = assert(resty.new{ api_key = api_key })
   local _, err = client:purchase_esims{ amount = 1 }
-  stored[name] = { err = encode_err(err) }
+  stored[name] = { err = encode_err(err), transport = client.transport_kind }
 end
 
 --- A timer runs the call (POST /timer, same body as /call); the handler waits for it.
@@ -160,7 +214,24 @@ function app.timer()
   return answer(box.result)
 end
 
---- GET /stored?name=init|header_filter|log
+--- POST /thread: the same as /call, run in a light thread (ngx.thread.spawn) the handler waits for.
+function app.thread()
+  ngx.req.read_body()
+  local call = cjson.decode(ngx.req.get_body_data() or "")
+  local box = {}
+  local t, err = ngx.thread.spawn(function()
+    box.phase = ngx.get_phase()
+    box.result = run(call)
+  end)
+  if not t then return answer({ thread_error = err }) end
+  local ok, werr = ngx.thread.wait(t)
+  box.result = box.result or { thread_failed = tostring(werr), ok = ok }
+  box.result.phase = box.phase
+  box.result.in_thread = true
+  return answer(box.result)
+end
+
+--- GET /stored?name=init|init_worker|header_filter|body_filter|log
 function app.stored()
   return answer(stored[ngx.var.arg_name] or { missing = true })
 end
@@ -168,11 +239,6 @@ end
 ---------------------------------------------------------------------------
 -- Batches (spec/openresty_batch_spec.lua)
 ---------------------------------------------------------------------------
-
-local function now()
-  ngx.update_time()
-  return ngx.now()
-end
 
 local RAISED = { "raised by progress" } -- the error value a progress function raises
 

@@ -2,7 +2,7 @@
 -- through nginx so the worker's event loop never blocks.
 --
 --   local resty = require "telnyx.sim.resty"
---   local client = assert(resty.new{ api_key = KEY, location = "/_telnyx" })
+--   local client = assert(resty.new{ api_key = KEY })
 --   local res, err = client:purchase_esims{ amount = 2 }
 --
 -- Every rule (validation, request building, response handling, retry policy)
@@ -10,13 +10,24 @@
 -- hands what came back to client:interpret, waiting with ngx.sleep when it
 -- says to retry.
 --
--- The default transport is an ngx.location.capture subrequest to `location`
--- (an internal proxy location, see the README's "Using it in OpenResty"):
--- the module's headers travel in the subrequest's ngx.ctx and reach the
--- proxy through set_by_lua variables (proxy_header), so with
--- `proxy_pass_request_headers off` none of the end user's headers can; a
--- header_filter hook (note_upstream) records whether the upstream answered or
--- the proxy gave up, and when it gave up whether anything had been sent.
+-- Transports (resty.new's `transport`):
+--  * "cosocket", the default when `require "resty.http"` works: lua-resty-http
+--    over ngx.socket.tcp, TLS verified against lua_ssl_trusted_certificate with
+--    the host name checked, connections kept alive in a pool of the client's
+--    own. Each attempt runs in a light thread the caller waits for until the
+--    attempt's deadline (`timeout`), then kills: cosocket timeouts alone are
+--    per operation, re-armed by every byte. A failure before the first send
+--    is "not_sent" (connect, TLS handshake); from the first send on it is
+--    "broken" or "timeout", never "not sent" (see cosocket_transport).
+--  * "capture", the default without lua-resty-http (or with `location`): an
+--    ngx.location.capture subrequest to an internal proxy location (see the
+--    README's "Using it in OpenResty"): the module's headers travel in the
+--    subrequest's ngx.ctx and reach the proxy through set_by_lua variables
+--    (proxy_header), so with `proxy_pass_request_headers off` none of the end
+--    user's headers can; a header_filter hook (note_upstream) records whether
+--    the upstream answered or the proxy gave up, and when it gave up whether
+--    anything had been sent. Not in timers (no subrequests there).
+--  * a function(request) -> status, headers, body | nil, { failure =, message = }.
 
 local sim = require "telnyx.sim"
 
@@ -29,6 +40,7 @@ local CTX_KEY = "telnyx_sim_resty"
 local DEFAULT_LOCATION = "/_telnyx"
 
 -- Phases where ngx.sleep (and cosockets) may run, and where subrequests may.
+-- (A light thread, ngx.thread.spawn, reports its parent's phase.)
 local CAN_WAIT = { rewrite = true, access = true, content = true, timer = true }
 local CAN_CAPTURE = { rewrite = true, access = true, content = true }
 
@@ -141,6 +153,218 @@ local function capture_transport(location)
 end
 
 ---------------------------------------------------------------------------
+-- The cosocket transport (lua-resty-http)
+---------------------------------------------------------------------------
+
+local DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024 -- the C client's
+local PIECE = 64 * 1024 -- bytes asked of body_reader at a time: the size limit stops the read early
+
+local http_lib, http_missing -- resty.http once loaded, or why it could not be
+
+-- lua-resty-http, or nil and why not (the first line of require's error).
+local function resty_http()
+  if http_lib == nil and http_missing == nil then
+    local ok, m = pcall(require, "resty.http")
+    if ok and type(m) == "table" and type(m.new) == "function" then
+      http_lib = m
+    else
+      http_missing = ok and "require \"resty.http\" gave no HTTP client"
+        or (tostring(m):match("^[^\n]*"):gsub(":$", ""))
+    end
+  end
+  return http_lib, http_missing
+end
+
+local function now()
+  ngx.update_time()
+  return ngx.now()
+end
+
+local function to_ms(seconds)
+  return math.max(1, math.floor(seconds * 1000 + 0.5))
+end
+
+-- scheme, host, port, path of a request's url (client:request built it from
+-- base_url, which sim.new checked), with what connect and the headers use.
+local function split_url(url)
+  local scheme, authority, path = url:match("^(https?)://([^/?#]+)(.*)$")
+  if not scheme then return nil end
+  local host, port
+  if authority:sub(1, 1) == "[" then
+    host, port = authority:match("^(%[[^%]]+%]):?(%d*)$")
+  else
+    host, port = authority:match("^([^:]+):?(%d*)$")
+  end
+  if not host then return nil end
+  local default = scheme == "https" and 443 or 80
+  port = tonumber(port) or default
+  local name = host:gsub("^%[(.*)%]$", "%1")
+  return {
+    scheme = scheme, port = port, path = path ~= "" and path or "/",
+    name = name, -- what the certificate must be for (ssl_server_name)
+    -- where to connect (an IPv6 literal in brackets, as ngx_lua parses it): "localhost" needs
+    -- no resolver (sim.new allows plain http to it as loopback)
+    connect_host = name:lower() == "localhost" and "127.0.0.1" or host,
+    host_header = port == default and host or host .. ":" .. port,
+  }
+end
+
+-- Whether a connect error is about the server's certificate.
+local function certificate_problem(message)
+  message = tostring(message):lower()
+  return message:find("certificate", 1, true) or message:find("verif", 1, true)
+end
+
+-- One attempt over one connection, run in a light thread (see
+-- cosocket_transport): connect (from the client's pool, or a new connection
+-- and TLS handshake), send, read the body in pieces up to max_bytes, give the
+-- connection back to the pool or close it. state.sent is set just before the
+-- first send: from then on a failure is "broken" or "timeout".
+local function exchange(state, http, u, request, opts)
+  local httpc, err = http.new()
+  if not httpc then
+    return nil, { failure = "not_sent", message = "lua-resty-http: " .. tostring(err) }
+  end
+  state.httpc = httpc
+  local where = u.scheme .. "://" .. u.host_header
+  local function fail(failure, message, extra)
+    pcall(httpc.close, httpc)
+    local f = { failure = failure, message = where .. ": " .. tostring(message), status = state.status }
+    for k, v in pairs(extra or {}) do f[k] = v end
+    return nil, f
+  end
+  local timeout = state.deadline - now()
+  httpc:set_timeouts(to_ms(math.min(request.connect_timeout or timeout, timeout)), to_ms(timeout), to_ms(timeout))
+
+  -- Connect and TLS handshake: nothing is written before both succeed. lua-resty-core 0.1.25's
+  -- sslhandshake may raise (an assertion) instead of returning an error when verification failed.
+  local fine, ok
+  fine, ok, err = pcall(httpc.connect, httpc, {
+    scheme = u.scheme, host = u.connect_host, port = u.port, pool = opts.pool .. where,
+    ssl_verify = true, ssl_server_name = u.name,
+  })
+  if not fine then
+    if u.scheme ~= "https" then return fail("not_sent", "connect raised: " .. tostring(ok)) end
+    return fail("not_sent", "the TLS handshake raised (lua-resty-core's sslhandshake does when certificate "
+      .. "verification failed): " .. tostring(ok), { permanent = true })
+  elseif not ok then
+    if err == "timeout" then return fail("connect_timeout", "timed out connecting") end
+    local tls = u.scheme == "https" and certificate_problem(err)
+    return fail("not_sent", (tls and "TLS: " or "") .. tostring(err), { permanent = tls and true or nil })
+  end
+
+  state.sent = true -- the request may arrive from here on, whatever happens next
+  local headers = request.headers
+  headers.Host = u.host_header
+  local res
+  res, err = httpc:request{ method = request.method, path = u.path, headers = headers, body = request.body }
+  if not res then return fail(err == "timeout" and "timeout" or "broken", err) end
+  state.status = res.status
+
+  local limit = opts.max_bytes
+  local declared = tonumber(res.headers["Content-Length"])
+  if declared and declared > limit then
+    return fail("too_large", "Content-Length " .. declared .. " is over max_response_bytes (" .. limit .. ")")
+  end
+  local parts, total = {}, 0
+  if res.has_body then
+    -- a body with neither length nor chunks ends when the server closes the connection
+    local to_close = not declared and not http.transfer_encoding_is_chunked(res.headers)
+    local reader = res.body_reader
+    while true do
+      local left = state.deadline - now() -- per operation too: a reader left behind still ends
+      if left <= 0 then return fail("timeout", "the response did not arrive whole in time") end
+      httpc:set_timeouts(to_ms(left), to_ms(left), to_ms(left))
+      local piece, rerr = reader(PIECE)
+      if piece then
+        total = total + #piece
+        if total > limit then
+          return fail("too_large", "the response body is over max_response_bytes (" .. limit .. ")")
+        end
+        parts[#parts + 1] = piece
+      end
+      if rerr then
+        if not (to_close and rerr == "closed") then
+          return fail(rerr == "timeout" and "timeout" or "broken", rerr == "closed"
+            and "the response body was cut short (HTTP " .. res.status .. ", the connection closed)"
+            or "reading the body: " .. tostring(rerr))
+        end
+        break
+      end
+      if not piece then break end
+    end
+  end
+  -- the whole response is in: the connection may serve the next attempt (unless the server said close)
+  if not httpc:set_keepalive() then pcall(httpc.close, httpc) end
+  return res.status, res.headers, table.concat(parts)
+end
+
+-- The light thread of an attempt: exchange's outcome into state, then wake the caller.
+local function attempt_thread(state, ...)
+  local fine, a, b, c = pcall(exchange, state, ...)
+  if fine then
+    state.result = { a, b, c }
+  else -- a bug, or a library raising: after the first send the request may have arrived
+    if state.httpc then pcall(state.httpc.close, state.httpc) end
+    state.result = { nil, { failure = state.sent and "broken" or "not_sent",
+      message = "the cosocket transport raised: " .. tostring(a), status = state.status } }
+  end
+  state.done = true
+  state.sema:post(1)
+end
+
+-- The transport of a client: one attempt per call, bounded as a whole by
+-- request.timeout (as in the C client). The attempt runs in a light thread;
+-- the caller waits on a semaphore until that thread is done or the deadline
+-- passes, and then kills it and closes its socket. Cosocket timeouts alone
+-- would not do: they are per operation, and every byte re-arms the read one.
+--
+-- The not-sent boundary is the first send: a connect or handshake failure
+-- (raised or returned, or the deadline passing then) is "not_sent" /
+-- "connect_timeout"; anything after is "broken" / "timeout". A pooled
+-- connection the server closed while idle is dropped by ngx_lua before
+-- connect returns it (a new one opens: nothing was sent on the old one); one
+-- closed too late for that fails after the first send (a later send or the
+-- read), as "broken": a purchase is never sent twice by this transport.
+local function cosocket_transport(http, opts)
+  local semaphore = require "ngx.semaphore"
+  return function(request)
+    local u = split_url(request.url)
+    if not u then
+      return nil, { failure = "not_sent", message = "cannot send to " .. tostring(request.url) }
+    end
+    local timeout = tonumber(request.timeout) or 60
+    local state = { deadline = now() + timeout, sema = semaphore.new(0) }
+    local spawned, reader = pcall(ngx.thread.spawn, attempt_thread, state, http, u, request, opts)
+    if not spawned then -- (it raises, rather than return an error) nothing was sent
+      return nil, { failure = "not_sent", message = "ngx.thread.spawn: " .. tostring(reader) }
+    end
+    if not state.done then state.sema:wait(math.max(0.001, state.deadline - now())) end
+    if not state.done then -- the deadline passed: end the attempt where it is
+      ngx.thread.kill(reader)
+      if state.httpc then pcall(state.httpc.close, state.httpc) end
+      local where = u.scheme .. "://" .. u.host_header .. ": "
+      if state.sent then
+        return nil, { failure = "timeout", status = state.status,
+          message = where .. "no whole response within the " .. timeout .. " s timeout" }
+      end
+      return nil, { failure = "connect_timeout", message = where .. "not connected within the " .. timeout
+        .. " s timeout" }
+    end
+    ngx.thread.wait(reader) -- it ended right after posting: this only reaps it
+    return state.result[1], state.result[2], state.result[3]
+  end
+end
+
+--- Whether the cosocket transport can be used here: true, or nil and why not
+-- (lua-resty-http cannot be required: install it, see the README).
+function resty.cosocket_available()
+  local http, why = resty_http()
+  if http then return true end
+  return nil, why
+end
+
+---------------------------------------------------------------------------
 -- Client
 ---------------------------------------------------------------------------
 
@@ -168,7 +392,7 @@ local function send(self, req)
   local err = headers
   if type(err) == "table" and FAILURES[err.failure] then
     return { failure = err.failure, message = err.message and tostring(err.message) or nil,
-      status = tonumber(err.status) }
+      status = tonumber(err.status), permanent = err.permanent == true or nil }
   end
   -- A bare error: the request may have been sent.
   return { failure = "broken", message = "transport error: " .. tostring(err) }
@@ -179,12 +403,15 @@ local function phase_error(self, what)
   local phase = ngx.get_phase()
   if not CAN_WAIT[phase] then
     return new_error("config", what .. ": cannot run in nginx's '" .. phase .. "' phase (ngx.get_phase()): "
-      .. "no subrequest, cosocket or ngx.sleep there; call it from a rewrite, access or content handler, "
-      .. "or from a timer (ngx.timer.at) with a `transport`")
+      .. "no cosocket, subrequest or ngx.sleep there; call it from a rewrite, access or content handler, "
+      .. "from a timer (ngx.timer.at), or from a light thread (ngx.thread.spawn) of one of those")
   end
   if self.capture and not CAN_CAPTURE[phase] then
+    local _, missing = resty_http()
     return new_error("config", what .. ": ngx.location.capture is not available in the '" .. phase
-      .. "' phase; pass a `transport` (e.g. lua-resty-http, see the README) to call from there")
+      .. "' phase; use the cosocket transport (transport = \"cosocket\", the default when lua-resty-http "
+      .. "is installed" .. (missing and "; here it is not: " .. missing or "") .. ", see the README) "
+      .. "or pass a `transport` function to call from there")
   end
 end
 
@@ -447,18 +674,29 @@ function Client:batch(calls, opts)
   return run_batch(self, reqs, rawget(opts, "concurrency") or DEFAULT_CONCURRENCY, rawget(opts, "progress"))
 end
 
---- Releases the core client (no connection is held: nginx keeps those).
+--- Releases the core client. No connection is held by the client itself:
+-- the cosocket transport's kept-alive ones idle in nginx's pool of this
+-- client until lua_socket_keepalive_timeout closes them.
 function Client:close()
   self.closed = true -- a batch running notices it
   self.core:close()
 end
 
 function Client:__tostring()
-  return "telnyx.sim.resty client (" .. (self.capture and "location " .. self.location or "custom transport") .. ")"
+  local how = self.transport_kind == "capture" and "location " .. self.location
+    or self.transport_kind == "cosocket" and "cosockets through lua-resty-http" or "custom transport"
+  return "telnyx.sim.resty client (" .. how .. ")"
 end
 
---- resty.new{ api_key =, location = "/_telnyx", transport = function(request), ...sim.new options }
--- -> client | nil, err. Raises on a wrong option type, like sim.new.
+local TRANSPORT_KINDS = { cosocket = true, capture = true }
+local next_client_id = 0 -- a client's connection pool is its own: "telnyx.sim#<id>#<scheme://host:port>"
+
+--- resty.new{ api_key =, transport = "cosocket" | "capture" | function(request), location = "/_telnyx",
+--            ...sim.new options } -> client | nil, err. Raises on a wrong option type, like sim.new.
+-- transport: "cosocket" (lua-resty-http; the default when `require "resty.http"` works),
+-- "capture" (an ngx.location.capture subrequest to `location`; the default otherwise, and
+-- whenever `location` is given), or a function(request) -> status, headers, body | nil, err.
+-- client.transport_kind says which: "cosocket", "capture" or "custom".
 function resty.new(opts)
   if opts ~= nil and type(opts) ~= "table" then error("telnyx.sim.resty.new: options must be a table", 2) end
   opts = opts or {}
@@ -466,8 +704,13 @@ function resty.new(opts)
   if location ~= nil and (type(location) ~= "string" or not location:match("^/[%w%-%._~/]*$")) then
     error("telnyx.sim.resty.new: 'location' must be a path such as \"/_telnyx\"", 2)
   end
-  if transport ~= nil and type(transport) ~= "function" then
-    error("telnyx.sim.resty.new: 'transport' must be a function(request) -> status, headers, body | nil, err", 2)
+  if transport ~= nil and type(transport) ~= "function" and not TRANSPORT_KINDS[transport] then
+    error("telnyx.sim.resty.new: 'transport' must be a function(request) -> status, headers, body | nil, err, "
+      .. "or \"cosocket\" or \"capture\"", 2)
+  end
+  if location ~= nil and transport ~= nil and transport ~= "capture" then
+    error("telnyx.sim.resty.new: 'location' is for transport = \"capture\" (the proxy location), not with "
+      .. (type(transport) == "function" and "a transport function" or "transport = \"" .. transport .. "\""), 2)
   end
   local core_opts = {}
   for k, v in pairs(opts) do
@@ -479,10 +722,33 @@ function resty.new(opts)
     core:close()
     return nil, new_error("config", "telnyx.sim.resty runs inside OpenResty (ngx_lua); in plain Lua use telnyx.sim")
   end
+  local kind = type(transport) == "function" and "custom" or transport
+  if kind == nil then kind = (location == nil and resty_http()) and "cosocket" or "capture" end
+  if kind == "cosocket" then
+    local http, missing = resty_http()
+    if not http then
+      core:close()
+      return nil, new_error("config", "transport = \"cosocket\" needs lua-resty-http (luarocks install "
+        .. "lua-resty-http, or opm get ledgetech/lua-resty-http, on lua_package_path; see the README): "
+        .. tostring(missing), "transport")
+    end
+    for _, name in ipairs{ "ca_file", "ca_path" } do
+      if opts[name] ~= nil then
+        core:close()
+        return nil, new_error("config", "'" .. name .. "' is not used by the cosocket transport: nginx's "
+          .. "lua_ssl_trusted_certificate names the CAs it trusts (see the README)", name)
+      end
+    end
+    next_client_id = next_client_id + 1
+    transport = cosocket_transport(http, {
+      pool = "telnyx.sim#" .. next_client_id .. "#",
+      max_bytes = opts.max_response_bytes or DEFAULT_MAX_RESPONSE_BYTES,
+    })
+  end
   location = (location or DEFAULT_LOCATION):gsub("/+$", "")
   return setmetatable({
-    core = core, location = location, capture = transport == nil,
-    transport = transport or capture_transport(location),
+    core = core, location = location, capture = kind == "capture", transport_kind = kind,
+    transport = kind == "capture" and capture_transport(location) or transport,
   }, Client)
 end
 
