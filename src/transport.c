@@ -544,6 +544,7 @@ static struct exchange *next_done(struct transport *t, struct attempt *a) {
 struct exchange *tsim_multi_next(struct transport *t, double wait, struct attempt *a) {
   int running = 0;
   struct exchange *x;
+  if ((x = next_done(t, a)) != NULL) return x; /* finished ones first: a perform walks every transfer */
   curl_multi_perform(t->multi, &running);
   if ((x = next_done(t, a)) != NULL || running == 0 || wait <= 0) return x;
   curl_multi_poll(t->multi, NULL, 0, wait >= 1 ? 1000 : (int)(wait * 1000.0) + 1, NULL);
