@@ -73,7 +73,8 @@ test-all:
 	  echo "== make test LUA=$$v"; $(MAKE) --no-print-directory test LUA=$$v || status=1; \
 	done; exit $$status
 
-# nginx runs LuaJIT: it loads build/luajit/telnyx/sim.so.
+# nginx runs LuaJIT: it loads build/luajit/telnyx/sim.so. The calls go through cosockets:
+# lua-resty-http and lua-resty-string from $TELNYX_SIM_VENDOR_DIR, else ../shared/vendor.
 demo-openresty: deps
 	@$(MAKE) --no-print-directory LUA=luajit
 	@LUA_PATH='$(CURDIR)/?.lua;;' lua5.4 examples/openresty/run-demo.lua

@@ -2,9 +2,12 @@
 -- onboarding and the registration against the stub server), the onboarding
 -- stopping with a non-zero exit and the err's text at the first failure, and
 -- examples/openresty/handler.lua writing results back with sim.encode
--- (empty arrays stay [], at any depth).
+-- (empty arrays stay [], at any depth), its timer fetching a purchase's
+-- activation codes over cosockets, and its proxy-location alternative.
 local helpers = require "spec.support.helpers"
 local nginx = require "spec.support.nginx"
+local fixtures = require "spec.support.fixtures"
+local socket = require "socket"
 
 local shell_quote = helpers.shell_quote
 local lua_version = _VERSION:match("^Lua (5%.%d)$")
@@ -114,8 +117,22 @@ describe("examples/esim_onboarding.lua", function()
 end)
 
 local available, why = nginx.available()
+local vendor_path, vendor_why = nginx.vendor_lua_path()
 local describe_nginx = available and describe or function(name)
   describe(name, function() pending("nginx with libnginx-mod-http-lua is not installed: " .. tostring(why)) end)
+end
+if available and not vendor_path then -- the demo runs on cosockets: lua-resty-http (as openresty_cosocket_spec)
+  describe_nginx = function(name)
+    describe(name, function()
+      if os.getenv("TELNYX_SIM_SKIP_RESTY_HTTP") == "1" then
+        pending("TELNYX_SIM_SKIP_RESTY_HTTP=1: " .. vendor_why)
+      else
+        it("needs lua-resty-http", function()
+          error(vendor_why .. "; set TELNYX_SIM_SKIP_RESTY_HTTP=1 to skip these specs", 0)
+        end)
+      end
+    end)
+  end
 end
 
 describe_nginx("examples/openresty/handler.lua in nginx", function()
@@ -125,20 +142,8 @@ describe_nginx("examples/openresty/handler.lua in nginx", function()
     nginx.build_luajit_module()
     stub = helpers.start_stub()
     -- the conf as make demo-openresty changes it (examples/openresty/run-demo.lua)
-    local conf = assert(helpers.read_file(repo .. "/examples/openresty/nginx.conf"))
-    local function change(pattern, replacement)
-      local n
-      conf, n = conf:gsub(pattern, function() return replacement end)
-      assert(n == 1, pattern)
-    end
-    change("\nerror_log [^\n]*", "\n{{USER}}\nerror_log logs/error.log notice;")
-    change("listen 8080;", "listen 127.0.0.1:{{PORT}};")
-    change("server api%.telnyx%.com:443;", "server 127.0.0.1:" .. stub.port .. ";")
-    change("proxy_pass https://telnyx_api/v2/;", "proxy_pass http://telnyx_api/v2/;")
-    change('lua_package_path  "[^"]*";', 'lua_package_path "{{REPO}}/?.lua;{{REPO}}/examples/openresty/?.lua;;";')
-    change('lua_package_cpath "[^"]*";', 'lua_package_cpath "{{REPO}}/build/luajit/?.so;;";')
-    change("\nhttp {\n", "\nhttp {\n    {{TEMP_PATHS}}\n")
-    server = nginx.start{ conf = conf, env = "TELNYX_API_KEY=stub-demo-key" }
+    server = nginx.start{ conf = require("examples.openresty.demo_conf")(stub.port),
+      env = "TELNYX_API_KEY=stub-demo-key TELNYX_BASE_URL=" .. shell_quote(stub.base_url) }
   end)
 
   teardown(function()
@@ -174,6 +179,66 @@ describe_nginx("examples/openresty/handler.lua in nginx", function()
     assert.equal("http", decoded.error.kind)
     assert.equal(422, decoded.error.status)
     assert.equal("10015", decoded.error.errors[1].code)
+  end)
+
+  local function get(path)
+    return assert(helpers.http{ port = server.port, method = "GET", path = path, timeout = 30 })
+  end
+
+  it("POST /esims starts a timer that fetches the activation codes, read back from the shared dict", function()
+    local res = post("/esims", '{"amount": 2}')
+    assert.equal(200, res.status, res.body)
+    local cards = helpers.decode(res.body).data
+    assert.equal(2, #cards)
+    for _, card in ipairs(cards) do
+      local got = get("/activation_codes/" .. card.id)
+      local deadline = socket.gettime() + 10
+      while got.status == 202 and socket.gettime() < deadline do
+        socket.sleep(0.05)
+        got = get("/activation_codes/" .. card.id)
+      end
+      assert.equal(200, got.status, got.body)
+      assert.same({ id = card.id, activation_code = fixtures.activation_code(card.id) }, helpers.decode(got.body))
+    end
+    local paths = {}
+    for _, r in ipairs(stub:requests()) do paths[#paths + 1] = r.method .. " " .. r.path end
+    table.sort(paths)
+    local want = { "POST /v2/actions/purchase/esims" }
+    for _, card in ipairs(cards) do want[#want + 1] = "GET /v2/sim_cards/" .. card.id .. "/activation_code" end
+    table.sort(want)
+    assert.same(want, paths)
+    assert.matches("timer: fetched the activation codes of 2 eSIM%(s%), 0 failed", server:error_log())
+    assert.matches("made telnyx%.sim%.resty client %(cosockets through lua%-resty%-http%)", server:error_log())
+    assert.equal(404, get("/activation_codes/no-such-card").status)
+  end)
+
+  it("a code the timer could not fetch is a 502 with the err", function()
+    stub:queue{ method = "GET", status = 404,
+      json = { errors = { helpers.api_error("10005", "Resource not found", "no such SIM card") } } }
+    local res = post("/esims", '{"amount": 1}')
+    assert.equal(200, res.status, res.body)
+    local id = helpers.decode(res.body).data[1].id
+    local got = get("/activation_codes/" .. id)
+    local deadline = socket.gettime() + 10
+    while got.status == 202 and socket.gettime() < deadline do
+      socket.sleep(0.05)
+      got = get("/activation_codes/" .. id)
+    end
+    assert.equal(502, got.status, got.body)
+    local decoded = helpers.decode(got.body)
+    assert.equal("http", decoded.error.kind)
+    assert.equal(404, decoded.error.status)
+  end)
+
+  it("POST /capture/esims buys through the proxy location, the same answer, no timer", function()
+    local res = post("/capture/esims", '{"amount": 1, "tags": ["demo"]}')
+    assert.equal(200, res.status, res.body)
+    assert.matches('^{"data":%[{.*}%],"errors":%[%]}\n$', res.body)
+    local reqs = stub:requests()
+    assert.equal(1, #reqs)
+    assert.equal("/v2/actions/purchase/esims", reqs[1].path)
+    assert.matches("made telnyx%.sim%.resty client %(location /_telnyx%)", server:error_log())
+    assert.equal(404, get("/activation_codes/" .. helpers.decode(res.body).data[1].id).status)
   end)
 
   it("an err made before any request still has its errors as []", function()
