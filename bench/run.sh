@@ -1,12 +1,15 @@
 #!/bin/sh
-# make bench [CHECK=1]: starts the canned nginx stub on a free loopback port, then runs
-# bench/bench.lua (the rounds, the table, bench/results/latest.json, the CHECK targets).
+# make bench [CHECK=1]: starts the canned nginx stub on two free loopback ports (HTTP/1.1, and
+# TLS + HTTP/2 with a throw-away certificate made here), then runs bench/bench.lua (the rounds,
+# the tables, bench/results/latest.json, the CHECK targets).
 # Expects LUA_CPATH to find build/lua5.4/telnyx/sim.so and BENCH_LIMIT to name the built limit.
+# The fan-out holds over 2,000 loopback connections open at once (a client's 1,000 and nginx's
+# 1,000 ends): the file-descriptor limit is raised to 8192 where allowed, and checked.
 set -eu
 cd "$(dirname "$0")/.."
 
 missing=""
-for tool in nginx node npm lua5.4; do command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"; done
+for tool in nginx node npm lua5.4 openssl; do command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"; done
 [ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ] || missing="$missing ngx_http_lua_module"
 if [ -n "$missing" ]; then
   echo "bench: missing:$missing" >&2
@@ -33,11 +36,42 @@ trap 'exit 130' INT TERM
 lua5.4 bench/body.lua 10 >"$dir/body-10.json"
 lua5.4 bench/body.lua 1000 >"$dir/body-1000.json"
 
-# A free port: bind 0, read it back, let nginx take it (retried if someone else does first).
+# Descriptors and ports for the fan-out: each side of 1,000 connections needs its own.
+want_fds=8192
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $want_fds ]; then
+  ulimit -n $want_fds 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+fi
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 2100 ]; then
+  echo "bench: the fan-out needs >= 2100 open files (ulimit -n is $(ulimit -n), hard limit $(ulimit -Hn))" >&2
+  exit 1
+fi
+if [ -r /proc/sys/net/ipv4/ip_local_port_range ]; then
+  range=$(cat /proc/sys/net/ipv4/ip_local_port_range)
+  lo=${range%%[!0-9]*}
+  hi=${range##*[!0-9]}
+  if [ $((hi - lo)) -lt 4000 ]; then
+    echo "bench: the loopback port range $lo-$hi is too small for the fan-out (sysctl net.ipv4.ip_local_port_range)" >&2
+    exit 1
+  fi
+fi
+
+# A throw-away certificate for 127.0.0.1 (P-256: cheap handshakes for the Node SDK's 1,000 connections).
+if ! openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
+    -addext subjectAltName=IP:127.0.0.1,DNS:localhost -keyout "$dir/key.pem" -out "$dir/cert.pem" >"$dir/openssl.log" 2>&1; then
+  echo "bench: openssl could not make a certificate:" >&2
+  cat "$dir/openssl.log" >&2
+  exit 1
+fi
+
+# Free ports: bind 0, read them back, let nginx take them (retried if someone else does first).
 started=""
 for _ in 1 2 3 4 5; do
-  port=$(lua5.4 -e 'local s = assert(require("socket").bind("127.0.0.1", 0)); print((select(2, s:getsockname()))); s:close()')
-  sed -e "s#@DIR@#$dir#g" -e "s#@PORT@#$port#g" bench/nginx.conf.in >"$dir/nginx.conf"
+  ports=$(lua5.4 -e 'local socket = require("socket")
+    local a = assert(socket.bind("127.0.0.1", 0)); local b = assert(socket.bind("127.0.0.1", 0))
+    io.write((select(2, a:getsockname())), " ", (select(2, b:getsockname())), "\n"); a:close(); b:close()')
+  port=${ports% *}
+  tls_port=${ports#* }
+  sed -e "s#@DIR@#$dir#g" -e "s#@PORT@#$port#g" -e "s#@TLSPORT@#$tls_port#g" bench/nginx.conf.in >"$dir/nginx.conf"
   if nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" 2>>"$dir/start.log"; then
     i=0
     while [ ! -s "$dir/nginx.pid" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
@@ -51,7 +85,7 @@ if [ -z "$started" ]; then
 fi
 
 status=0
-BENCH_DIR="$dir" BENCH_PORT="$port" lua5.4 bench/bench.lua || status=$?
+BENCH_DIR="$dir" BENCH_PORT="$port" BENCH_TLS_PORT="$tls_port" lua5.4 bench/bench.lua || status=$?
 if [ -s "$dir/error.log" ] && grep -q '\[error\]\|\[crit\]\|\[alert\]' "$dir/error.log"; then
   echo "bench: the stub logged errors:" >&2
   grep '\[error\]\|\[crit\]\|\[alert\]' "$dir/error.log" | head -n 5 >&2
