@@ -79,7 +79,7 @@ local function json_trip(value)
   return helpers.decode(helpers.encode(value))
 end
 
-describe_nginx("telnyx.sim.resty client:batch in nginx", function()
+describe_nginx("telnyx.sim.resty client:batch in nginx #nginx", function()
   local stub, server, direct
 
   setup(function()

@@ -162,7 +162,7 @@ local function count(reqs, path)
   return n
 end
 
-describe("telnyx.sim.resty over cosockets (lua-resty-http) in nginx", function()
+describe("telnyx.sim.resty over cosockets (lua-resty-http) in nginx #nginx", function()
   local stub, server, tls, cert_dir, ports
 
   setup(function()

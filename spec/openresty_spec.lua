@@ -111,7 +111,7 @@ local describe_nginx = available and describe or function(name)
   describe(name, function() pending("nginx with libnginx-mod-http-lua is not installed: " .. tostring(why)) end)
 end
 
-describe_nginx("telnyx.sim.resty in nginx", function()
+describe_nginx("telnyx.sim.resty in nginx #nginx", function()
   local stub, server
 
   setup(function()
