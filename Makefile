@@ -114,6 +114,7 @@ $(BENCH_LIMIT): bench/limit.c
 
 bench: deps $(BENCH_LIMIT)
 	@$(MAKE) --no-print-directory LUA=5.4 all
+	@$(MAKE) --no-print-directory LUA=luajit all
 	@LUA_CPATH='$(CURDIR)/build/lua5.4/?.so;;' BENCH_LIMIT=$(BENCH_LIMIT) BENCH_CHECK=$(CHECK) sh bench/run.sh
 
 # make contract: each of the 45 operations, one valid call, through Prism (pinned in contract/package.json,

@@ -12,10 +12,19 @@
 -- 50 ms, over HTTP/1.1 and over HTTP/2: client:batch with all 1,000 in flight, the Node SDK's
 -- Promise.all, client:batch at its default concurrency, its limit ceil(N / concurrency) x 50 ms,
 -- bare libcurl multi, and the single-call CPU figure (a no-delay location) the batch is held to.
+-- Part 3, OpenResty: one nginx worker (a second nginx, bench/openresty.conf.in, on
+-- 127.0.0.1:$BENCH_OR_PORT) making client:purchase_esims{amount=10} calls through telnyx.sim.resty
+-- against the same stub, (e) over cosockets (lua-resty-http) and (f) through the capture subrequest
+-- (the proxy location), interleaved; the worker times its own loops (bench/openresty.lua). Two
+-- regimes: one purchase per request, and BENCH_OR_LOOP purchases in one request (where the capture
+-- subrequests' memory stays in the main request's pool until it ends).
 --
 -- Knobs (environment): BENCH_ROUNDS (7), BENCH_N (8000 calls per module/limit run),
 -- BENCH_NODE_N (3000), BENCH_OFFLINE_N (100 decodes of the 1,000-card body), BENCH_RSS_N (100000),
 -- BENCH_FANOUT_N (1000), BENCH_FANOUT_ROUNDS (3), BENCH_FANOUT (0: skip part 2),
+-- BENCH_OR_N (2000 calls per transport per round, one per request), BENCH_OR_LOOP (2000 calls in one
+-- request), BENCH_OR_ROUNDS (7), BENCH_OPENRESTY (0: skip part 3; read by bench/run.sh, which then
+-- starts no second nginx and passes no BENCH_OR_PORT),
 -- BENCH_CHECK (1: exit 1 when a target is missed).
 
 local cjson = require "cjson"
@@ -39,6 +48,11 @@ local RSS_N = env_int("BENCH_RSS_N", 100000)
 local FANOUT = env_int("BENCH_FANOUT", 1) ~= 0
 local FAN_N = env_int("BENCH_FANOUT_N", 1000)
 local FAN_ROUNDS = env_int("BENCH_FANOUT_ROUNDS", 3)
+local OR_PORT = os.getenv("BENCH_OR_PORT") or ""
+local OPENRESTY = OR_PORT ~= ""
+local OR_N = env_int("BENCH_OR_N", 2000)
+local OR_LOOP = env_int("BENCH_OR_LOOP", 2000)
+local OR_ROUNDS = env_int("BENCH_OR_ROUNDS", 7)
 local OFFLINE_WARMUP, RSS_WARMUP = 10, 2000
 -- Warm-up: rounds of ROUND calls, at least MIN and at most MAX of them, until the figure stops
 -- falling. Node gets at least 4,000 calls: V8 is still compiling the SDK after a few hundred.
@@ -48,6 +62,7 @@ local WARM = {
   node = { round = 1000, min = 4, max = 10 },
   fanout = { min = 2, max = 7 },       -- whole fan-outs (Node: at least 2 x 1,000 calls)
   fanout_default = { min = 2, max = 8 }, -- batches of 4 x the default concurrency (four waves)
+  openresty = { round = 500, min = 2, max = 10 }, -- both transports, one call per request; wall time per call
 }
 local FAN_TIMED, FAN_TIMED_SLOW = 3, 1 -- timed fan-outs per process; (c) takes N / 16 x 50 ms each
 local FAN_DELAY = 0.05 -- the stub's delay per activation code (bench/nginx.conf.in)
@@ -61,6 +76,7 @@ local TARGETS = {
   fan_default_vs_limit = 1.3, -- fan-out: batch at its default concurrency <= 1.3 x ceil(N / c) x 50 ms
   fan_rss_mib = 64,         -- fan-out: peak RSS of the batch process < 64 MiB
   fan_cpu_vs_single = 1.3,  -- fan-out: CPU per call of the batch <= 1.3 x a single call's
+  or_cosocket_vs_capture = 1, -- OpenResty: cosockets calls/s >= the capture subrequest's
 }
 
 local BASE_URL = "http://127.0.0.1:" .. PORT .. "/v2"
@@ -430,6 +446,130 @@ if FANOUT then
   end
 end
 
+-- --- Part 3: OpenResty, one nginx worker making purchases: cosockets vs the capture subrequest ---
+
+local ores -- the OpenResty figures, when measured
+if OPENRESTY then
+  local socket = require "socket"
+  local OR_KINDS = { "cosocket", "capture" }
+  -- POST /run over one kept-alive connection: k calls in the worker, timed there. Returns its report.
+  local conn
+  local function or_run(kind, k)
+    local path = string.format("/run?transport=%s&n=%d", kind, k)
+    local function failed(why)
+      io.stderr:write(string.format("bench: the OpenResty worker (127.0.0.1:%s) failed: POST %s: %s\n", OR_PORT, path,
+        tostring(why)))
+      os.exit(1)
+    end
+    if not conn then
+      local err
+      conn, err = socket.connect("127.0.0.1", OR_PORT)
+      if not conn then failed(err) end
+      conn:setoption("tcp-nodelay", true)
+      conn:settimeout(120)
+    end
+    local ok, err = conn:send("POST " .. path .. " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n")
+    if not ok then failed(err) end
+    local status
+    status, err = conn:receive("*l")
+    if not status then failed(err) end
+    local len
+    while true do
+      local line
+      line, err = conn:receive("*l")
+      if not line then failed(err) end
+      if line == "" then break end
+      len = tonumber(line:match("^[Cc]ontent%-[Ll]ength:%s*(%d+)")) or len
+    end
+    local body = len and conn:receive(len) or ""
+    local r = status:match("^HTTP/1%.1 200 ") and body:sub(1, 1) == "{" and cjson.decode(body)
+    if not r then failed(status .. " " .. body) end
+    return r
+  end
+  -- n calls through each transport in requests of k calls, interleaved request by request (the
+  -- first one alternating), so both see the same moments of the machine: the sums of the worker's
+  -- figures per transport.
+  local function or_pair(n, k, first)
+    local acc = {}
+    for _, kind in ipairs(OR_KINDS) do acc[kind] = { calls = 0, wall_s = 0, cpu_s = 0, rss_kb = 0, requests = 0 } end
+    local order = rotate(OR_KINDS, first)
+    local done = 0
+    while done < n do
+      local m = math.min(k, n - done)
+      for _, kind in ipairs(order) do
+        local r, a = or_run(kind, m), acc[kind]
+        a.calls, a.wall_s, a.cpu_s = a.calls + r.calls, a.wall_s + r.wall_s, a.cpu_s + r.cpu_s
+        a.rss_kb, a.requests = math.max(a.rss_kb, r.rss_kb or 0), a.requests + 1
+      end
+      order = rotate(order, 1)
+      done = done + m
+    end
+    for _, a in pairs(acc) do a.calls_per_s, a.cpu_us = a.calls / a.wall_s, a.cpu_s / a.calls * 1e6 end
+    return acc
+  end
+
+  local REGIMES = {
+    { key = "one", k = 1, n = OR_N, label = "1 purchase per request", short = "1 call/request" },
+    { key = "loop", k = OR_LOOP, n = OR_LOOP, label = string.format("%d purchases in one request", OR_LOOP),
+      short = string.format("%d calls/request", OR_LOOP) },
+  }
+  io.write(string.format("\nOpenResty: one nginx worker (nginx %s with its LuaJIT, build/luajit/telnyx/sim.so, "
+    .. "lua-resty-http) making client:purchase_esims{amount=10} against the same stub: (e) cosockets, (f) the capture "
+    .. "subrequest through the proxy location. %d rounds per regime: %d calls per transport one per request "
+    .. "(interleaved request by request), then one request of %d calls per transport; the worker times its loop.\n",
+    capture("nginx -v 2>&1"):match("nginx/(%S+)") or "?", OR_ROUNDS, OR_N, OR_LOOP))
+  -- Warm-up (LuaJIT's traces, the kept-alive connections, the worker's memory): pairs of W.round
+  -- calls, one per request, until each transport's wall time per call stops falling (the clients'
+  -- rule), then one untimed request of OR_LOOP calls each.
+  local W = WARM.openresty
+  local warm = { cosocket = {}, capture = {} }
+  local best, flat = { cosocket = math.huge, capture = math.huge }, { cosocket = 0, capture = 0 }
+  for k = 1, W.max do
+    local p = or_pair(W.round, 1, k - 1)
+    local settled = k >= W.min
+    for _, kind in ipairs(OR_KINDS) do
+      local us = p[kind].wall_s / p[kind].calls * 1e6
+      warm[kind][k] = us
+      flat[kind] = us >= 0.97 * best[kind] and flat[kind] + 1 or 0
+      best[kind] = math.min(best[kind], us)
+      settled = settled and flat[kind] >= 2
+    end
+    if settled then break end
+  end
+  or_pair(OR_LOOP, OR_LOOP, 0)
+  io.write(string.format("  warm-up, wall us/call per %d calls: (e) %s | (f) %s; then %d calls in one request each\n",
+    W.round, figures(warm.cosocket), figures(warm.capture), OR_LOOP))
+
+  ores = { regimes = {}, warmup_us = warm }
+  for _, g in ipairs(REGIMES) do
+    local S = { cosocket = {}, capture = {} }
+    local ratios_or = {}
+    for round = 1, OR_ROUNDS do
+      local p = or_pair(g.n, g.k, round - 1)
+      for _, kind in ipairs(OR_KINDS) do table.insert(S[kind], p[kind]) end
+      ratios_or[round] = p.cosocket.calls_per_s / p.capture.calls_per_s
+      io.write(string.format("  %s, round %d/%d: (e) %.0f calls/s %.1f us CPU/call, (f) %.0f calls/s %.1f us "
+        .. "CPU/call, (e)/(f) %.2f x\n", g.label, round, OR_ROUNDS, p.cosocket.calls_per_s, p.cosocket.cpu_us,
+        p.capture.calls_per_s, p.capture.cpu_us, ratios_or[round]))
+      io.stdout:flush()
+    end
+    local function summary(list)
+      local cps, cpu, peak = {}, {}, 0
+      for i, r in ipairs(list) do cps[i], cpu[i], peak = r.calls_per_s, r.cpu_us, math.max(peak, r.rss_kb) end
+      table.sort(cps)
+      return { calls_per_s = median(cps), calls_per_s_min = cps[1], calls_per_s_max = cps[#cps],
+               cpu_us = median(cpu), rss_kb = peak }
+    end
+    local r = { key = g.key, label = g.label, k = g.k, n = g.n, ratio = median(ratios_or), ratios = ratios_or,
+                medians = { cosocket = summary(S.cosocket), capture = summary(S.capture) }, samples = S }
+    ores.regimes[#ores.regimes + 1] = r
+    ores[g.key] = r
+    checks[#checks + 1] = { name = "OpenResty, " .. g.short .. ": cosockets >= capture calls/s", value = r.ratio,
+      ok = r.ratio >= TARGETS.or_cosocket_vs_capture, shown = string.format("%.2f x", r.ratio) }
+  end
+  if conn then conn:close() end
+end
+
 -- The machine and the versions, for the record.
 local node_sdk = (read_file("bench/node_modules/telnyx/package.json") or ""):match('"version":%s*"([^"]+)"') or "?"
 local machine = {
@@ -492,6 +632,20 @@ if FANOUT then
       "single call: bare libcurl easy + cjson (C)", m.bare_single.cpu_us)
   end
 end
+if ores then
+  local function orow(label, m)
+    return string.format("| %-52s | %7.0f | %5.0f-%-5.0f | %6.1f us | %9s |", label, m.calls_per_s, m.calls_per_s_min,
+                         m.calls_per_s_max, m.cpu_us, mib(m.rss_kb))
+  end
+  lines[#lines + 1] = ""
+  lines[#lines + 1] = "| OpenResty, one nginx worker: purchase_esims{amount=10} | calls/s | min-max | worker CPU/call "
+    .. "| worker RSS at loop end |"
+  lines[#lines + 1] = "| --- | ---: | ---: | ---: | ---: |"
+  for _, r in ipairs(ores.regimes) do
+    lines[#lines + 1] = orow("(e) cosockets, " .. r.label, r.medians.cosocket)
+    lines[#lines + 1] = orow("(f) capture subrequest, " .. r.label, r.medians.capture)
+  end
+end
 lines[#lines + 1] = ""
 lines[#lines + 1] = "| target | measured | |"
 lines[#lines + 1] = "| --- | ---: | --- |"
@@ -528,12 +682,14 @@ local record = {
              response_bytes = #(read_file(DIR .. "/body-10.json") or ""),
              offline_body_bytes = #(read_file(DIR .. "/body-1000.json") or ""),
              fanout = FANOUT and { n = FAN_N, rounds = FAN_ROUNDS, delay_s = FAN_DELAY, timed = FAN_TIMED,
-                                   timed_default = FAN_TIMED_SLOW, default_concurrency = DEFAULT_CONCURRENCY } or nil },
+                                   timed_default = FAN_TIMED_SLOW, default_concurrency = DEFAULT_CONCURRENCY } or nil,
+             openresty = OPENRESTY and { n = OR_N, loop = OR_LOOP, rounds = OR_ROUNDS } or nil },
   medians = med,
   ratios = ratios,
   rss_growth = { calls = RSS_N, before_kb = rss.rss_before_kb, after_kb = rss.rss_after_kb,
                  growth_kib = rss_growth_kib, lua_heap_kb = rss.lua_kb },
   fanout = FANOUT and { http1 = fan.http1, http2 = fan.http2 } or nil,
+  openresty = ores,
   targets = {},
   samples = samples,
   table = table.concat(lines, "\n"),
