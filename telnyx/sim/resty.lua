@@ -267,7 +267,20 @@ local function exchange(state, http, u, request, opts)
     return fail("too_large", "Content-Length " .. declared .. " is over max_response_bytes (" .. limit .. ")")
   end
   local parts, total = {}, 0
-  if res.has_body then
+  if res.has_body and declared and not http.transfer_encoding_is_chunked(res.headers) then
+    -- a declared length within the limit: one read on the socket (lua-resty-http's body_reader is a
+    -- closure per response that LuaJIT does not compile; the deadline still bounds the read)
+    local left = state.deadline - now()
+    if left <= 0 then return fail("timeout", "the response did not arrive whole in time") end
+    httpc:set_timeouts(to_ms(left), to_ms(left), to_ms(left))
+    local body, rerr = httpc.sock:receive(declared)
+    if not body then
+      return fail(rerr == "timeout" and "timeout" or "broken", rerr == "closed"
+        and "the response body was cut short (HTTP " .. res.status .. ", the connection closed)"
+        or "reading the body: " .. tostring(rerr))
+    end
+    parts[1] = body
+  elseif res.has_body then
     -- a body with neither length nor chunks ends when the server closes the connection
     local to_close = not declared and not http.transfer_encoding_is_chunked(res.headers)
     local reader = res.body_reader
