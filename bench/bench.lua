@@ -64,7 +64,10 @@ local WARM = {
   fanout_default = { min = 2, max = 8 }, -- batches of 4 x the default concurrency (four waves)
   openresty = { round = 500, min = 2, max = 10 }, -- both transports, one call per request; wall time per call
 }
-local FAN_TIMED, FAN_TIMED_SLOW = 3, 1 -- timed fan-outs per process; (c) takes N / 16 x 50 ms each
+-- timed fan-outs per process: Node's; (a)'s and bare libcurl's, each after N single calls (a pair:
+-- the CPU ratio is the median over every pair of every round, so that one pair disturbed by the
+-- shared machine does not decide it); (c)'s, which takes N / 16 x 50 ms each
+local FAN_TIMED, FAN_PAIRS, FAN_TIMED_SLOW = 3, 7, 1
 local FAN_DELAY = 0.05 -- the stub's delay per activation code (bench/nginx.conf.in)
 
 local TARGETS = {
@@ -322,7 +325,7 @@ if FANOUT then
   local fan_clients = {
     a = function(t) -- client:batch, all N in flight; N single calls (no delay) before each timed fan-out
       return run(string.format("lua5.4 bench/client.lua fanout %s %s %d %d %d %d %d %d %s %s",
-        sh_quote(t.base .. "/v2"), sh_quote(API_KEY), FAN_N, FAN_N, FAN_N, FW.min, FW.max, FAN_TIMED, sh_quote(t.ca),
+        sh_quote(t.base .. "/v2"), sh_quote(API_KEY), FAN_N, FAN_N, FAN_N, FW.min, FW.max, FAN_PAIRS, sh_quote(t.ca),
         sh_quote(t.base .. "/nodelay/v2")))
     end,
     b = function(t) -- the Node SDK, Promise.all
@@ -336,7 +339,7 @@ if FANOUT then
     end,
     bare = function(t) -- bare libcurl multi + cjson, all N in flight; bare single calls as (a)'s
       return run(string.format("%s fanout %s %s %d %d %d %d %d %s %s", sh_quote(LIMIT), sh_quote(t.base .. "/v2"),
-        sh_quote(t.ca), FAN_N, FAN_N, FW.min, FW.max, FAN_TIMED, sh_quote(t.base .. "/nodelay/v2"),
+        sh_quote(t.ca), FAN_N, FAN_N, FW.min, FW.max, FAN_PAIRS, sh_quote(t.base .. "/nodelay/v2"),
         headers_args(code_headers)))
     end,
   }
@@ -347,7 +350,8 @@ if FANOUT then
     DEFAULT_CONCURRENCY, FAN_DELAY * 1000, limit_s))
   io.write(string.format("  warm-up: whole fan-outs ((c): batches of 4 waves) until the wall time per call stops "
     .. "falling, Node at least 2; then the single calls, in rounds of %d. The single-call CPU figure comes from the "
-    .. "same process, %d calls before each timed fan-out.\n", FAN_N, FAN_N))
+    .. "same process, %d calls before each of its %d timed fan-outs; CPU/call vs single is the median over those "
+    .. "pairs.\n", FAN_N, FAN_N, FAN_PAIRS))
   for _, t in ipairs(transports) do
     local S = {}
     for _, name in ipairs(NAMES) do S[name] = {} end
@@ -404,6 +408,14 @@ if FANOUT then
       for i = 1, FAN_ROUNDS do xs[i] = f(i) end
       return median(xs)
     end
+    -- fan-out CPU / the single calls' CPU just before it, over every pair of every round
+    local per_pair = function(list)
+      local xs = {}
+      for _, r in ipairs(list) do
+        for k, cpu in ipairs(r.cpus_s) do xs[#xs + 1] = cpu / r.singles_s[k] end
+      end
+      return median(xs)
+    end
     local m = {
       a = summary(S.a), b = summary(S.b), c = summary(S.c), bare = summary(S.bare),
       single = single_summary(S.a), bare_single = single_summary(S.bare),
@@ -411,8 +423,8 @@ if FANOUT then
     local r = {
       a_vs_b = per_round(function(i) return S.a[i].wall_med_s / S.b[i].wall_med_s end),
       c_vs_d = m.c.wall_s / limit_s,
-      a_cpu_vs_single = per_round(function(i) return S.a[i].cpu_us / S.a[i].single_cpu_us end),
-      bare_cpu_vs_single = per_round(function(i) return S.bare[i].cpu_us / S.bare[i].single_cpu_us end),
+      a_cpu_vs_single = per_pair(S.a),
+      bare_cpu_vs_single = per_pair(S.bare),
       a_cpu_vs_bare = per_round(function(i) return S.a[i].cpu_us / S.bare[i].cpu_us end),
     }
     fan.transports[#fan.transports + 1] = { key = t.key, label = t.label, medians = m, ratios = r, samples = S,
@@ -682,7 +694,8 @@ local record = {
              response_bytes = #(read_file(DIR .. "/body-10.json") or ""),
              offline_body_bytes = #(read_file(DIR .. "/body-1000.json") or ""),
              fanout = FANOUT and { n = FAN_N, rounds = FAN_ROUNDS, delay_s = FAN_DELAY, timed = FAN_TIMED,
-                                   timed_default = FAN_TIMED_SLOW, default_concurrency = DEFAULT_CONCURRENCY } or nil,
+                                   pairs = FAN_PAIRS, timed_default = FAN_TIMED_SLOW,
+                                   default_concurrency = DEFAULT_CONCURRENCY } or nil,
              openresty = OPENRESTY and { n = OR_N, loop = OR_LOOP, rounds = OR_ROUNDS } or nil },
   medians = med,
   ratios = ratios,

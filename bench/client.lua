@@ -4,7 +4,8 @@
 --   lua5.4 bench/client.lua fanout    BASE_URL API_KEY N CONCURRENCY WARM_N MIN MAX TIMED CA [SINGLE_BASE]
 --       client:batch of N get_sim_card_activation_code calls at CONCURRENCY ("default": no option);
 --       with SINGLE_BASE, also N client:get_sim_card_activation_code one after another before each
---       timed fan-out (the single-call CPU figure the fan-out's is held to)
+--       timed fan-out (the single-call CPU figure the fan-out's is held to); cpus_s and singles_s
+--       list both per pair (one fan-out, the single calls just before it)
 --   lua5.4 bench/client.lua rss       BASE_URL API_KEY WARMUP N   VmRSS after WARMUP calls vs after N more
 --   lua5.4 bench/client.lua interpret BODY_FILE WARMUP N          client:interpret of a canned 202 (no I/O)
 --   lua5.4 bench/client.lua decode    BODY_FILE WARMUP N          cjson.decode of the same bytes
@@ -134,15 +135,19 @@ elseif mode == "fanout" then
     assert(single(1))
     single_warmup = warm_up(function() return single(n) * 1e6 end, 2, 20)
   end
-  local walls, cpus, cpu_sum, wall_sum = {}, {}, 0, 0
-  for k = 1, timed do
-    if single then single_cpu = single_cpu + single(n) * n end
+  local walls, cpus, singles, cpu_sum, wall_sum = {}, {}, {}, 0, 0
+  for k = 1, timed do -- pairs: N single calls, then one fan-out
+    if single then
+      singles[k] = single(n) * n
+      single_cpu = single_cpu + singles[k]
+    end
     walls[k], cpus[k] = once(calls)
     cpu_sum, wall_sum = cpu_sum + cpus[k], wall_sum + walls[k]
   end
   report { calls = n * timed, n = n, cpu_s = cpu_sum, wall_s = wall_sum, walls_s = walls, cpus_s = cpus,
            warmup_wall_per_call_s = warmup, warmup_calls = warm_n * #warmup,
            single_calls = single and n * timed or nil, single_cpu_s = single and single_cpu or nil,
+           singles_s = single and singles or nil,
            single_warmup_us = single_warmup }
 elseif mode == "rss" then
   local base_url, key = arg[2], arg[3]

@@ -14,7 +14,8 @@
  *     Over https, HTTP/2 on one connection (PIPEWAIT, CURLMOPT_MAX_CONCURRENT_STREAMS = CONCURRENCY,
  *     CURLMOPT_MAX_HOST_CONNECTIONS = 1); over http, up to CONCURRENCY HTTP/1.1 connections.
  *     SINGLE_PREFIX (or "-"): before each timed fan-out, N single GETs there (as `single`, on an easy
- *     handle of their own, after their own warm-up), so both CPU figures come from one process.
+ *     handle of their own, after their own warm-up), so both CPU figures come from one process;
+ *     cpus_s and singles_s list them per pair (one fan-out, the single calls just before it).
  *     What libcurl itself costs for a fan-out: the floor under client:batch.
  *
  * CA is a CA file for https ("-": none). Warm-up rounds (ROUND calls each; for fanout, one fan-out
@@ -275,7 +276,7 @@ int main(int argc, char **argv) {
     const char *ca = strcmp(argv[3], "-") == 0 ? NULL : argv[3];
     long min_rounds = strtol(argv[6], NULL, 10), max_rounds = strtol(argv[7], NULL, 10);
     long timed = strtol(argv[8], NULL, 10), i;
-    double single_figures[MAX_ROUNDS], single_cpu = 0;
+    double single_figures[MAX_ROUNDS], single_cpu = 0, cpus[MAX_ROUNDS], singles[MAX_ROUNDS];
     int single_rounds = 0;
     memset(&f, 0, sizeof f);
     memset(&s, 0, sizeof s);
@@ -307,18 +308,25 @@ int main(int argc, char **argv) {
       seq_call(&s);
       single_rounds = warm_up(seq_round, &s, 2, 20, single_figures);
     }
-    for (i = 0; i < timed; i++) {
-      if (s.h != NULL) single_cpu += seq_round(&s) * (double)s.round;
-      walls[i] = fan_once(&f, &cpu);
+    for (i = 0; i < timed; i++) { /* pairs: N single calls, then one fan-out */
+      singles[i] = s.h != NULL ? seq_round(&s) * (double)s.round : 0;
+      cpus[i] = 0;
+      walls[i] = fan_once(&f, &cpus[i]);
     }
-    for (i = 0; i < timed; i++) wall += walls[i];
+    for (i = 0; i < timed; i++) {
+      wall += walls[i];
+      cpu += cpus[i];
+      single_cpu += singles[i];
+    }
     calls = f.n * timed;
     printf("{\"calls\":%ld,\"n\":%ld,\"cpu_s\":%.6f,\"wall_s\":%.6f,\"warmup_calls\":%ld", calls, f.n, cpu, wall,
            f.n * rounds);
     print_list("walls_s", walls, (int)timed, 1);
+    print_list("cpus_s", cpus, (int)timed, 1);
     print_list("warmup_wall_s", figures, rounds, 1);
     if (s.h != NULL) {
       printf(",\"single_calls\":%ld,\"single_cpu_s\":%.6f", calls, single_cpu);
+      print_list("singles_s", singles, (int)timed, 1);
       print_list("single_warmup_us", single_figures, single_rounds, 1e6);
       curl_easy_cleanup(s.h);
       free(s.b.data);
