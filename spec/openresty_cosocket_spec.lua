@@ -641,6 +641,38 @@ describe("telnyx.sim.resty over cosockets (lua-resty-http) in nginx #nginx", fun
         no_traffic()
       end)
 
+      -- A server trickling its handshake a byte at a time (every byte a read event): the handshake
+      -- ends within connect_timeout, and within what is left of `timeout`, the smaller.
+      local function trickled_handshake(client)
+        local port_file = helpers.tmpname()
+        run(shell_quote(os.getenv("STUB_LUA") or "lua5.4") .. " spec/support/tls_trickle.lua "
+          .. shell_quote(port_file) .. " 0.1 6 </dev/null >/dev/null 2>&1 &")
+        local port
+        for _ = 1, 100 do
+          port = tonumber(helpers.read_file(port_file) or "")
+          if port then break end
+          socket.sleep(0.05)
+        end
+        assert(port, "the trickling server did not start")
+        client.base_url, client.max_retries = "https://127.0.0.1:" .. port .. "/v2", 0
+        return call{ op = "purchase_esims", params = { amount = 1 }, client = client }
+      end
+
+      it("a TLS handshake trickled a byte at a time ends at connect_timeout, before anything was sent", function()
+        local out = trickled_handshake{ connect_timeout = 1, timeout = 30 }
+        assert.equal("timeout", out.err.kind)
+        assert.matches("before the request was sent", out.err.message)
+        assert.matches("TLS handshake", out.err.message)
+        assert.is_true(out.elapsed >= 0.9 and out.elapsed < 2.5, out.elapsed)
+      end)
+
+      it("and at `timeout` when that is shorter: the whole attempt's bound holds through the handshake", function()
+        local out = trickled_handshake{ connect_timeout = 30, timeout = 1 }
+        assert.equal("timeout", out.err.kind)
+        assert.matches("before the request was sent", out.err.message)
+        assert.is_true(out.elapsed >= 0.9 and out.elapsed < 2.5, out.elapsed)
+      end)
+
       it("a trusted certificate for another name: refused (ssl_server_name checks the host)", function()
         local out = call{ op = "purchase_esims", params = { amount = 1 },
           client = { base_url = tls_url("WRONG_NAME_PORT"), max_retries = 0 } }

@@ -43,13 +43,16 @@ describe_rock("luarocks make", function()
       :format(dir, lua_version, dir, multiarch_include()))
     assert.equal(0, rc, out)
     assert.matches("is now installed in", out)
-    -- telnyx.sim.resty (the OpenResty client) is installed beside the C module
-    local resty_file = io.open(("%s/tree/share/lua/%s/telnyx/sim/resty.lua"):format(dir, lua_version))
-    assert.truthy(resty_file, "telnyx/sim/resty.lua is not in the tree")
-    if resty_file then resty_file:close() end
-    local flow_file = io.open(("%s/tree/share/lua/%s/telnyx/sim/flow.lua"):format(dir, lua_version))
-    assert.truthy(flow_file, "telnyx/sim/flow.lua is not in the tree")
-    if flow_file then flow_file:close() end
+    -- every Lua part (telnyx/sim/*.lua: resty, flow, http1, ...) is installed beside the C module
+    local _, listing = sh("ls telnyx/sim/*.lua")
+    local parts = 0
+    for file in listing:gmatch("[^\n]+") do
+      local installed = io.open(("%s/tree/share/lua/%s/%s"):format(dir, lua_version, file))
+      assert.truthy(installed, file .. " is not in the tree")
+      if installed then installed:close() end
+      parts = parts + 1
+    end
+    assert.is_true(parts >= 3, listing)
 
     local script = ([[
       local sim = require "telnyx.sim"

@@ -12,13 +12,15 @@
 --
 -- Transports (resty.new's `transport`):
 --  * "cosocket", the default when `require "resty.http"` works: lua-resty-http
---    over ngx.socket.tcp, TLS verified against lua_ssl_trusted_certificate with
---    the host name checked, connections kept alive in a pool of the client's
---    own. Each attempt runs in a light thread the caller waits for until the
---    attempt's deadline (`timeout`), then kills: cosocket timeouts alone are
---    per operation, re-armed by every byte. A failure before the first send
---    is "not_sent" (connect, TLS handshake); from the first send on it is
---    "broken" or "timeout", never "not sent" (see cosocket_transport).
+--    connects over ngx.socket.tcp and pools the connections, one pool per
+--    client; TLS is verified against lua_ssl_trusted_certificate with the host
+--    name checked; telnyx.sim.http1 writes the request and reads the response.
+--    `timeout` bounds a whole attempt: every operation gets what is left of
+--    it, and the response is read a piece at a time, the deadline checked
+--    before each read (cosocket timeouts alone are per operation, re-armed by
+--    every byte). A failure before the first send is "not_sent" (connect,
+--    TLS handshake); from the first send on it is "broken" or "timeout",
+--    never "not sent" (see cosocket_transport).
 --  * "capture", the default without lua-resty-http (or with `location`): an
 --    ngx.location.capture subrequest to an internal proxy location (see the
 --    README's "Using it in OpenResty"): the module's headers travel in the
@@ -30,6 +32,7 @@
 --  * a function(request) -> status, headers, body | nil, { failure =, message = }.
 
 local sim = require "telnyx.sim"
+local http1 = require "telnyx.sim.http1"
 
 local resty = {
   _VERSION = sim._VERSION,
@@ -157,7 +160,7 @@ end
 ---------------------------------------------------------------------------
 
 local DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024 -- the C client's
-local PIECE = 64 * 1024 -- bytes asked of body_reader at a time: the size limit stops the read early
+local PIECE = 64 * 1024 -- bytes asked of the socket at a time: the size limit stops the read early
 
 local http_lib, http_missing -- resty.http once loaded, or why it could not be
 
@@ -184,11 +187,11 @@ local function to_ms(seconds)
   return math.max(1, math.floor(seconds * 1000 + 0.5))
 end
 
--- scheme, host, port, path of a request's url (client:request built it from
--- base_url, which sim.new checked), with what connect and the headers use.
-local function split_url(url)
-  local scheme, authority, path = url:match("^(https?)://([^/?#]+)(.*)$")
-  if not scheme then return nil end
+-- The origin of a client's requests (scheme://authority of base_url, which
+-- sim.new checked) -> what connect, the request and the messages need. Made
+-- once per client and origin: request urls differ only in path and query.
+local function new_origin(prefix, pool)
+  local scheme, authority = prefix:match("^(https?)://(.+)$")
   local host, port
   if authority:sub(1, 1) == "[" then
     host, port = authority:match("^(%[[^%]]+%]):?(%d*)$")
@@ -198,14 +201,20 @@ local function split_url(url)
   if not host then return nil end
   local default = scheme == "https" and 443 or 80
   port = tonumber(port) or default
-  local name = host:gsub("^%[(.*)%]$", "%1")
+  local name = host:gsub("^%[(.*)%]$", "%1") -- what the certificate must be for (ssl_server_name)
+  local host_header = port == default and host or host .. ":" .. port
+  local where = scheme .. "://" .. host_header
   return {
-    scheme = scheme, port = port, path = path ~= "" and path or "/",
-    name = name, -- what the certificate must be for (ssl_server_name)
-    -- where to connect (an IPv6 literal in brackets, as ngx_lua parses it): "localhost" needs
-    -- no resolver (sim.new allows plain http to it as loopback)
-    connect_host = name:lower() == "localhost" and "127.0.0.1" or host,
-    host_header = port == default and host or host .. ":" .. port,
+    where = where, host_header = host_header, tls = scheme == "https", name = name,
+    -- lua-resty-http's connect options (it only reads them): TCP and the pool; the TLS handshake is
+    -- connect()'s below, so that connect_timeout bounds both together. The pool's name has the
+    -- scheme: plain and TLS connections never mix.
+    connect = {
+      scheme = "http", port = port, pool = pool .. where,
+      -- an IPv6 literal stays in brackets, as ngx_lua parses it; "localhost" needs no resolver
+      -- (sim.new allows plain http to it as loopback)
+      host = name:lower() == "localhost" and "127.0.0.1" or host,
+    },
   }
 end
 
@@ -215,122 +224,104 @@ local function certificate_problem(message)
   return message:find("certificate", 1, true) or message:find("verif", 1, true)
 end
 
--- One attempt over one connection, run in a light thread (see
--- cosocket_transport): connect (from the client's pool, or a new connection
--- and TLS handshake), send, read the body in pieces up to max_bytes, give the
--- connection back to the pool or close it. state.sent is set just before the
--- first send: from then on a failure is "broken" or "timeout".
-local function exchange(state, http, u, request, opts)
-  local httpc, err = http.new()
-  if not httpc then
-    return nil, { failure = "not_sent", message = "lua-resty-http: " .. tostring(err) }
-  end
-  state.httpc = httpc
-  local where = u.scheme .. "://" .. u.host_header
-  local function fail(failure, message, extra)
-    pcall(httpc.close, httpc)
-    local f = { failure = failure, message = where .. ": " .. tostring(message), status = state.status }
-    for k, v in pairs(extra or {}) do f[k] = v end
-    return nil, f
-  end
-  local timeout = state.deadline - now()
-  httpc:set_timeouts(to_ms(math.min(request.connect_timeout or timeout, timeout)), to_ms(timeout), to_ms(timeout))
-
-  -- Connect and TLS handshake: nothing is written before both succeed. lua-resty-core 0.1.25's
-  -- sslhandshake may raise (an assertion) instead of returning an error when verification failed.
-  local fine, ok
-  fine, ok, err = pcall(httpc.connect, httpc, {
-    scheme = u.scheme, host = u.connect_host, port = u.port, pool = opts.pool .. where,
-    ssl_verify = true, ssl_server_name = u.name,
-  })
-  if not fine then
-    if u.scheme ~= "https" then return fail("not_sent", "connect raised: " .. tostring(ok)) end
-    return fail("not_sent", "the TLS handshake raised (lua-resty-core's sslhandshake does when certificate "
-      .. "verification failed): " .. tostring(ok), { permanent = true })
-  elseif not ok then
-    if err == "timeout" then return fail("connect_timeout", "timed out connecting") end
-    local tls = u.scheme == "https" and certificate_problem(err)
-    return fail("not_sent", (tls and "TLS: " or "") .. tostring(err), { permanent = tls and true or nil })
-  end
-
-  state.sent = true -- the request may arrive from here on, whatever happens next
-  local headers = request.headers
-  headers.Host = u.host_header
-  local res
-  res, err = httpc:request{ method = request.method, path = u.path, headers = headers, body = request.body }
-  if not res then return fail(err == "timeout" and "timeout" or "broken", err) end
-  state.status = res.status
-
-  local limit = opts.max_bytes
-  local declared = tonumber(res.headers["Content-Length"])
-  if declared and declared > limit then
-    return fail("too_large", "Content-Length " .. declared .. " is over max_response_bytes (" .. limit .. ")")
-  end
-  local parts, total = {}, 0
-  if res.has_body and declared and not http.transfer_encoding_is_chunked(res.headers) then
-    -- a declared length within the limit: one read on the socket (lua-resty-http's body_reader is a
-    -- closure per response that LuaJIT does not compile; the deadline still bounds the read)
-    local left = state.deadline - now()
-    if left <= 0 then return fail("timeout", "the response did not arrive whole in time") end
-    httpc:set_timeouts(to_ms(left), to_ms(left), to_ms(left))
-    local body, rerr = httpc.sock:receive(declared)
-    if not body then
-      return fail(rerr == "timeout" and "timeout" or "broken", rerr == "closed"
-        and "the response body was cut short (HTTP " .. res.status .. ", the connection closed)"
-        or "reading the body: " .. tostring(rerr))
-    end
-    parts[1] = body
-  elseif res.has_body then
-    -- a body with neither length nor chunks ends when the server closes the connection
-    local to_close = not declared and not http.transfer_encoding_is_chunked(res.headers)
-    local reader = res.body_reader
-    while true do
-      local left = state.deadline - now() -- per operation too: a reader left behind still ends
-      if left <= 0 then return fail("timeout", "the response did not arrive whole in time") end
-      httpc:set_timeouts(to_ms(left), to_ms(left), to_ms(left))
-      local piece, rerr = reader(PIECE)
-      if piece then
-        total = total + #piece
-        if total > limit then
-          return fail("too_large", "the response body is over max_response_bytes (" .. limit .. ")")
-        end
-        parts[#parts + 1] = piece
-      end
-      if rerr then
-        if not (to_close and rerr == "closed") then
-          return fail(rerr == "timeout" and "timeout" or "broken", rerr == "closed"
-            and "the response body was cut short (HTTP " .. res.status .. ", the connection closed)"
-            or "reading the body: " .. tostring(rerr))
-        end
-        break
-      end
-      if not piece then break end
-    end
-  end
-  -- the whole response is in: the connection may serve the next attempt (unless the server said close)
-  if not httpc:set_keepalive() then pcall(httpc.close, httpc) end
-  return res.status, res.headers, table.concat(parts)
+-- A failed attempt: its connection closed, the failure in client:interpret's terms.
+local function failed(state, failure, message, permanent)
+  if state.httpc then pcall(state.httpc.close, state.httpc) end
+  return nil, { failure = failure, message = state.origin.where .. ": " .. message, status = state.status,
+    permanent = permanent }
 end
 
--- The light thread of an attempt: exchange's outcome into state, then wake the caller.
-local function attempt_thread(state, ...)
-  local fine, a, b, c = pcall(exchange, state, ...)
-  if fine then
-    state.result = { a, b, c }
-  else -- a bug, or a library raising: after the first send the request may have arrived
-    if state.httpc then pcall(state.httpc.close, state.httpc) end
-    state.result = { nil, { failure = state.sent and "broken" or "not_sent",
-      message = "the cosocket transport raised: " .. tostring(a), status = state.status } }
+-- Connect (lua-resty-http: a kept-alive connection from the client's pool,
+-- or a new one) and, on a new TLS connection, the handshake, with the host
+-- name checked: true, or a failure. Nothing is written before both succeed.
+-- connect_timeout bounds the two together, and neither outlasts the attempt.
+local function connect(state, httpc, connect_timeout)
+  local origin, start = state.origin, now()
+  local budget = math.min(connect_timeout or math.huge, state.deadline - start)
+  httpc:set_timeouts(to_ms(budget), to_ms(budget), to_ms(budget))
+  local fine, ok, err = pcall(httpc.connect, httpc, origin.connect)
+  if not fine then return failed(state, "not_sent", "connect raised: " .. tostring(ok)) end
+  if not ok then
+    return failed(state, err == "timeout" and "connect_timeout" or "not_sent",
+      err == "timeout" and "timed out connecting" or tostring(err))
   end
-  state.done = true
-  state.sema:post(1)
+  local sock = httpc.sock
+  if not origin.tls or sock:getreusedtimes() > 0 then return true end
+  local left = budget - (now() - start)
+  if left <= 0 then return failed(state, "connect_timeout", "timed out connecting") end
+  sock:settimeouts(to_ms(left), to_ms(left), to_ms(left))
+  -- lua-resty-core 0.1.25's sslhandshake may raise (an assertion) instead of returning an error
+  -- when verification failed
+  fine, ok, err = pcall(sock.sslhandshake, sock, nil, origin.name, true)
+  if not fine then
+    return failed(state, "not_sent", "the TLS handshake raised (lua-resty-core's sslhandshake does when "
+      .. "certificate verification failed): " .. tostring(ok), true)
+  elseif not ok then
+    if err == "timeout" then return failed(state, "connect_timeout", "timed out in the TLS handshake") end
+    return failed(state, "not_sent", "TLS: " .. tostring(err), certificate_problem(err) and true or nil)
+  end
+  return true
+end
+
+-- Reads the response into r (telnyx.sim.http1) a piece at a time, whatever
+-- the socket has, checking the deadline before each read: r, or a failure.
+local function receive(state, sock, r)
+  while true do
+    -- ngx.now(): the event loop's time, current after any read that had to wait
+    local left = state.deadline - ngx.now()
+    if left <= 0 then return failed(state, "timeout", "the response did not arrive whole in time") end
+    sock:settimeout(to_ms(left))
+    local piece, err = sock:receiveany(PIECE)
+    local done, failure, why
+    if piece then
+      done, failure, why = r:feed(piece)
+    elseif err == "closed" then
+      done, failure, why = r:closed()
+    else
+      return failed(state, err == "timeout" and "timeout" or "broken", "reading the response: " .. tostring(err))
+    end
+    state.status = r.status
+    if done then return r end
+    if done == nil then return failed(state, failure, why) end
+  end
+end
+
+-- One attempt over one connection: connect, send, read the response, give
+-- the connection back to the pool or close it. state.sent is set just before
+-- the first send: from then on a failure is "broken" or "timeout".
+-- The bytes are telnyx.sim.http1's: lua-resty-http's own request and
+-- response code makes closures and case-insensitive header tables per
+-- response, which LuaJIT does not compile.
+local function exchange(state, http, path, request, max_bytes)
+  local httpc, err = http.new()
+  if not httpc then return failed(state, "not_sent", "lua-resty-http: " .. tostring(err)) end
+  state.httpc = httpc
+  local ok, failure = connect(state, httpc, request.connect_timeout)
+  if not ok then return nil, failure end
+  local left = state.deadline - ngx.now() -- a connect that had to wait ran the event loop
+  if left <= 0 then return failed(state, "connect_timeout", "connected, but with no time left to send") end
+  local sock = httpc.sock
+  sock:settimeout(to_ms(left))
+  state.sent = true -- the request may arrive from here on, whatever happens next
+  ok, err = sock:send(http1.request(request.method, path, state.origin.host_header, request.headers, request.body))
+  if not ok then
+    return failed(state, err == "timeout" and "timeout" or "broken", "sending the request: " .. tostring(err))
+  end
+  local r
+  r, failure = receive(state, sock, http1.response(request.method, max_bytes))
+  if not r then return nil, failure end
+  -- the whole response is in: the connection may serve the next attempt (unless the server said close)
+  if not (r.reusable and sock:setkeepalive()) then pcall(httpc.close, httpc) end
+  state.httpc = nil
+  return r.status, r.headers, r.body
 end
 
 -- The transport of a client: one attempt per call, bounded as a whole by
--- request.timeout (as in the C client). The attempt runs in a light thread;
--- the caller waits on a semaphore until that thread is done or the deadline
--- passes, and then kills it and closes its socket. Cosocket timeouts alone
--- would not do: they are per operation, and every byte re-arms the read one.
+-- request.timeout (as in the C client). Cosocket timeouts alone would not
+-- do: they are per operation, and every byte that arrives re-arms a read's.
+-- So each operation gets what is left of the attempt, and the response is
+-- read with receiveany, whatever has arrived, the deadline checked before
+-- every read: a body trickling a byte at a time ends at the deadline.
 --
 -- The not-sent boundary is the first send: a connect or handshake failure
 -- (raised or returned, or the deadline passing then) is "not_sent" /
@@ -340,32 +331,22 @@ end
 -- closed too late for that fails after the first send (a later send or the
 -- read), as "broken": a purchase is never sent twice by this transport.
 local function cosocket_transport(http, opts)
-  local semaphore = require "ngx.semaphore"
+  local origins = {} -- prefix (scheme://authority) -> new_origin's
   return function(request)
-    local u = split_url(request.url)
-    if not u then
-      return nil, { failure = "not_sent", message = "cannot send to " .. tostring(request.url) }
+    local url = request.url
+    local prefix = url:match("^https?://[^/?#]+")
+    local origin = prefix and origins[prefix]
+    if prefix and not origin then
+      origin = new_origin(prefix, opts.pool)
+      origins[prefix] = origin
     end
-    local timeout = tonumber(request.timeout) or 60
-    local state = { deadline = now() + timeout, sema = semaphore.new(0) }
-    local spawned, reader = pcall(ngx.thread.spawn, attempt_thread, state, http, u, request, opts)
-    if not spawned then -- (it raises, rather than return an error) nothing was sent
-      return nil, { failure = "not_sent", message = "ngx.thread.spawn: " .. tostring(reader) }
-    end
-    if not state.done then state.sema:wait(math.max(0.001, state.deadline - now())) end
-    if not state.done then -- the deadline passed: end the attempt where it is
-      ngx.thread.kill(reader)
-      if state.httpc then pcall(state.httpc.close, state.httpc) end
-      local where = u.scheme .. "://" .. u.host_header .. ": "
-      if state.sent then
-        return nil, { failure = "timeout", status = state.status,
-          message = where .. "no whole response within the " .. timeout .. " s timeout" }
-      end
-      return nil, { failure = "connect_timeout", message = where .. "not connected within the " .. timeout
-        .. " s timeout" }
-    end
-    ngx.thread.wait(reader) -- it ended right after posting: this only reaps it
-    return state.result[1], state.result[2], state.result[3]
+    if not origin then return nil, { failure = "not_sent", message = "cannot send to " .. tostring(url) } end
+    local path = url:sub(#prefix + 1)
+    local state = { origin = origin, deadline = now() + (tonumber(request.timeout) or 60) }
+    local fine, a, b, c = pcall(exchange, state, http, path ~= "" and path or "/", request, opts.max_bytes)
+    if fine then return a, b, c end
+    -- a bug, or a library raising: after the first send the request may have arrived
+    return failed(state, state.sent and "broken" or "not_sent", "the cosocket transport raised: " .. tostring(a))
   end
 end
 
@@ -386,11 +367,14 @@ Client.__index = Client
 
 -- One attempt through the transport -> a reply for client:interpret.
 local function send(self, req)
-  local request = {
-    operation = req.operation, method = req.method, url = req.url, path = req.path,
-    body = req.body, timeout = req.timeout, connect_timeout = req.connect_timeout, headers = {},
-  }
-  for k, v in pairs(req.headers) do request.headers[k] = v end
+  local request = req -- the built-in transports change nothing; a caller's gets a copy of its own
+  if self.transport_kind == "custom" then
+    request = {
+      operation = req.operation, method = req.method, url = req.url, path = req.path,
+      body = req.body, timeout = req.timeout, connect_timeout = req.connect_timeout, headers = {},
+    }
+    for k, v in pairs(req.headers) do request.headers[k] = v end
+  end
   local ok, status, headers, body = pcall(self.transport, request)
   if not ok then
     return { failure = "broken", message = "the transport raised an error: " .. tostring(status) }
@@ -754,7 +738,7 @@ function resty.new(opts)
     end
     next_client_id = next_client_id + 1
     transport = cosocket_transport(http, {
-      pool = "telnyx.sim#" .. next_client_id .. "#",
+      pool = "telnyx.sim#" .. next_client_id .. "#", -- + scheme://authority
       max_bytes = opts.max_response_bytes or DEFAULT_MAX_RESPONSE_BYTES,
     })
   end

@@ -1,0 +1,237 @@
+-- telnyx.sim.http1: the HTTP/1.1 bytes of the cosocket transport, without nginx.
+-- Every response is read whole, a byte at a time and in pieces of 7 bytes:
+-- the outcome may not depend on how the socket cut it.
+
+local http1 = require "telnyx.sim.http1"
+
+local CUTS = { false, 1, 7 }
+
+-- Feeds `bytes` cut into pieces of `size` (false: whole), then the close when `close` is set.
+-- -> done, failure, why, r, pieces fed
+local function read(bytes, opts)
+  opts = opts or {}
+  local r = http1.response(opts.method or "GET", opts.max or 1024 * 1024)
+  local size = opts.size or #bytes
+  local done, failure, why = false, nil, nil
+  local i, fed = 1, 0
+  while i <= #bytes do
+    done, failure, why = r:feed(bytes:sub(i, i + size - 1))
+    fed, i = fed + 1, i + size
+    if done ~= false then break end
+  end
+  if done == false and opts.close then done, failure, why = r:closed() end
+  return done, failure, why, r, fed
+end
+
+-- The same checks for every cut of the bytes.
+local function each_cut(bytes, opts, check)
+  for _, size in ipairs(CUTS) do
+    local o = {}
+    for k, v in pairs(opts or {}) do o[k] = v end
+    o.size = size or nil
+    check(read(bytes, o))
+  end
+end
+
+local function response(head_lines, body)
+  return table.concat(head_lines, "\r\n") .. "\r\n\r\n" .. (body or "")
+end
+
+describe("telnyx.sim.http1", function()
+  describe("request", function()
+    local function bytes(...) return table.concat(http1.request(...)) end
+
+    it("a POST: request line, Host, the headers, its length, the body", function()
+      local b = bytes("POST", "/v2/actions/purchase/esims", "api.telnyx.com",
+        { Authorization = "Bearer K" }, '{"amount":1}')
+      assert.equal("POST /v2/actions/purchase/esims HTTP/1.1\r\nHost: api.telnyx.com\r\nAuthorization: Bearer K\r\n"
+        .. "Content-Length: 12\r\n\r\n{\"amount\":1}", b)
+    end)
+
+    it("a POST, PUT or PATCH without a body says Content-Length: 0; a GET or DELETE says nothing", function()
+      for _, m in ipairs{ "POST", "PUT", "PATCH" } do
+        assert.equal(m .. " /x HTTP/1.1\r\nHost: h:8080\r\nContent-Length: 0\r\n\r\n", bytes(m, "/x", "h:8080", {}))
+      end
+      for _, m in ipairs{ "GET", "DELETE" } do
+        assert.equal(m .. " /x?a=1 HTTP/1.1\r\nHost: h\r\n\r\n", bytes(m, "/x?a=1", "h", {}))
+      end
+    end)
+
+    it("every header once, each on its own line", function()
+      local b = bytes("GET", "/", "h", { A = "1", B = "2", ["X-Request-Source"] = "batch 7" })
+      for _, line in ipairs{ "A: 1\r\n", "B: 2\r\n", "X-Request-Source: batch 7\r\n" } do
+        local _, n = b:gsub(line:gsub("%p", "%%%0"), "")
+        assert.equal(1, n, line)
+      end
+      assert.equal(b:sub(-4), "\r\n\r\n")
+    end)
+  end)
+
+  describe("response framing", function()
+    it("Content-Length: the body, the headers as sent (a name sent twice: a list), reusable", function()
+      each_cut(response({ "HTTP/1.1 202 Accepted", "Content-Length: 5", "X-Request-Id: abc", "Set-Thing: 1",
+        "Set-Thing: 2" }, "hello"), nil, function(done, failure, _, r)
+        assert.is_true(done, failure)
+        assert.equal(202, r.status)
+        assert.equal("hello", r.body)
+        assert.equal("abc", r.headers["X-Request-Id"])
+        assert.same({ "1", "2" }, r.headers["Set-Thing"])
+        assert.is_true(r.reusable)
+      end)
+    end)
+
+    it("chunked, with extensions and trailers: the chunks joined", function()
+      each_cut(response({ "HTTP/1.1 200 OK", "Transfer-Encoding: chunked" },
+        "5;ext=1\r\nhello\r\n1\r\n \r\nA\r\n0123456789\r\n0\r\nX-Trailer: t\r\n\r\n"), nil, function(done, failure, _, r)
+        assert.is_true(done, failure)
+        assert.equal("hello 0123456789", r.body)
+        assert.is_true(r.reusable)
+      end)
+    end)
+
+    it("Transfer-Encoding wins over Content-Length", function()
+      each_cut(response({ "HTTP/1.1 200 OK", "Content-Length: 99", "Transfer-Encoding: gzip, chunked" },
+        "2\r\nok\r\n0\r\n\r\n"), nil, function(done, failure, _, r)
+        assert.is_true(done, failure)
+        assert.equal("ok", r.body)
+      end)
+    end)
+
+    it("neither: the body ends when the server closes, and the connection is not reused", function()
+      each_cut(response({ "HTTP/1.1 200 OK" }, "until the end"), { close = true }, function(done, failure, _, r)
+        assert.is_true(done, failure)
+        assert.equal("until the end", r.body)
+        assert.is_false(r.reusable)
+      end)
+    end)
+
+    it("no body for HEAD, 204 and 304, whatever the headers say", function()
+      local cases = {
+        { "HEAD", response{ "HTTP/1.1 200 OK", "Content-Length: 50" } },
+        { "DELETE", response{ "HTTP/1.1 204 No Content" } },
+        { "GET", response{ "HTTP/1.1 304 Not Modified", "Content-Length: 50" } },
+      }
+      for _, c in ipairs(cases) do
+        each_cut(c[2], { method = c[1] }, function(done, failure, _, r)
+          assert.is_true(done, failure)
+          assert.equal("", r.body)
+          assert.is_true(r.reusable)
+        end)
+      end
+    end)
+
+    it("an interim 100 Continue is skipped; the final response is the one returned", function()
+      each_cut("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: x\r\n\r\n"
+        .. response({ "HTTP/1.1 422 Unprocessable Entity", "Content-Length: 2" }, "{}"), nil,
+        function(done, failure, _, r)
+          assert.is_true(done, failure)
+          assert.equal(422, r.status)
+          assert.equal("{}", r.body)
+          assert.is_nil(r.headers.Link)
+        end)
+    end)
+
+    it("keep-alive: HTTP/1.1 unless Connection: close; HTTP/1.0 only with Connection: keep-alive", function()
+      local cases = {
+        { { "HTTP/1.1 200 OK", "Content-Length: 0", "Connection: close" }, false },
+        { { "HTTP/1.1 200 OK", "Content-Length: 0", "connection: Keep-Alive, Close" }, false },
+        { { "HTTP/1.0 200 OK", "Content-Length: 0" }, false },
+        { { "HTTP/1.0 200 OK", "Content-Length: 0", "Connection: keep-alive" }, true },
+        { { "HTTP/1.1 200 OK", "Content-Length: 0", "Connection: keep-alive" }, true },
+      }
+      for i, c in ipairs(cases) do
+        local done, failure, _, r = read(response(c[1]))
+        assert.is_true(done, failure)
+        assert.equal(c[2], r.reusable, i)
+      end
+    end)
+
+    it("bytes beyond the response: it is whole, but the connection is not reused", function()
+      local done, failure, _, r = read(response({ "HTTP/1.1 200 OK", "Content-Length: 2" }, "okHTTP/1.1 200"))
+      assert.is_true(done, failure)
+      assert.equal("ok", r.body)
+      assert.is_false(r.reusable)
+    end)
+
+    it("status is known as soon as the head is in, before the body", function()
+      local done, _, _, r = read(response({ "HTTP/1.1 500 Internal Server Error", "Content-Length: 10" }, "abc"))
+      assert.is_false(done)
+      assert.equal(500, r.status)
+    end)
+  end)
+
+  describe("what is refused: broken (the request may have gone through) or too_large", function()
+    local function refused(bytes, failure, pattern, opts)
+      each_cut(bytes, opts, function(done, f, why)
+        assert.is_nil(done)
+        assert.equal(failure, f)
+        assert.matches(pattern, why)
+      end)
+    end
+
+    it("a response cut short, at the head or in the body", function()
+      refused(response({ "HTTP/1.1 200 OK", "Content-Length: 10" }, "abc"), "broken",
+        "cut short %(HTTP 200, the connection closed%)", { close = true })
+      refused("HTTP/1.1 200 OK\r\nContent-Le", "broken", "before a whole response head", { close = true })
+      refused(response({ "HTTP/1.1 200 OK", "Transfer-Encoding: chunked" }, "5\r\nhel"), "broken", "cut short",
+        { close = true })
+    end)
+
+    it("no HTTP/1.x status line", function()
+      refused(response{ "HTTP/2 200" }, "broken", "status line")
+      refused(response{ "garbage" }, "broken", "status line")
+      refused(response{ "HTTP/1.1 20 OK" }, "broken", "status line")
+      refused(response{ "HTTP/1.1 2000 OK" }, "broken", "status line")
+    end)
+
+    it("a header line that is not 'name: value' (obsolete folding included)", function()
+      refused(response{ "HTTP/1.1 200 OK", "Content-Length: 0", "no colon here" }, "broken", "not 'name: value'")
+      refused(response{ "HTTP/1.1 200 OK", "X-A: 1", " folded", "Content-Length: 0" }, "broken", "not 'name: value'")
+    end)
+
+    it("Content-Length twice with two values, or not a number", function()
+      refused(response{ "HTTP/1.1 200 OK", "Content-Length: 5", "content-length: 6" }, "broken", "sent twice")
+      refused(response{ "HTTP/1.1 200 OK", "Content-Length: -5" }, "broken", "not a number")
+      refused(response{ "HTTP/1.1 200 OK", "Content-Length: 1e3" }, "broken", "not a number")
+      -- the same value twice is one length
+      local done, failure, _, r = read(response({ "HTTP/1.1 200 OK", "Content-Length: 2", "Content-Length: 2" }, "ok"))
+      assert.is_true(done, failure)
+      assert.equal("ok", r.body)
+    end)
+
+    it("a chunk size that is not hexadecimal, or a chunk not ended by CRLF", function()
+      refused(response({ "HTTP/1.1 200 OK", "Transfer-Encoding: chunked" }, "zz\r\n"), "broken", "hexadecimal")
+      refused(response({ "HTTP/1.1 200 OK", "Transfer-Encoding: chunked" }, "2\r\nokX\r\n0\r\n\r\n"), "broken",
+        "CRLF")
+    end)
+
+    it("a declared length over max_body: refused before the body is read", function()
+      local done, failure, why, _, fed = read(response({ "HTTP/1.1 200 OK", "Content-Length: 101" }), { max = 100 })
+      assert.is_nil(done)
+      assert.equal("too_large", failure)
+      assert.matches("Content%-Length 101 is over max_response_bytes %(100%)", why)
+      assert.equal(1, fed)
+    end)
+
+    it("a chunked or until-close body stops at the piece that passes max_body", function()
+      local big = string.rep("x", 64)
+      refused(response({ "HTTP/1.1 200 OK", "Transfer-Encoding: chunked" }, "40\r\n" .. big .. "\r\n40\r\n" .. big),
+        "too_large", "over max_response_bytes %(100%)", { max = 100 })
+      refused(response({ "HTTP/1.1 200 OK" }, big .. big), "too_large", "over max_response_bytes", { max = 100 })
+    end)
+
+    it("a head over MAX_HEAD_BYTES, even one that never ends", function()
+      local long = "X-Long: " .. string.rep("a", http1.MAX_HEAD_BYTES)
+      refused(response{ "HTTP/1.1 200 OK", long, "Content-Length: 0" }, "too_large", "headers are over")
+      local done, failure = read("HTTP/1.1 200 OK\r\n" .. string.rep(" ", http1.MAX_HEAD_BYTES + 10), { size = 4096 })
+      assert.is_nil(done)
+      assert.equal("too_large", failure)
+    end)
+
+    it("after a failure or a whole response, more bytes are refused", function()
+      local done, _, _, r = read(response({ "HTTP/1.1 200 OK", "Content-Length: 0" }))
+      assert.is_true(done)
+      assert.is_nil((r:feed("HTTP/1.1 200 OK\r\n")))
+    end)
+  end)
+end)
