@@ -39,7 +39,7 @@ end
 
 describe("telnyx.sim.http1", function()
   describe("request", function()
-    local function bytes(...) return table.concat(http1.request(...)) end
+    local bytes = http1.request
 
     it("a POST: request line, Host, the headers, its length, the body", function()
       local b = bytes("POST", "/v2/actions/purchase/esims", "api.telnyx.com",
@@ -226,6 +226,16 @@ describe("telnyx.sim.http1", function()
       local done, failure = read("HTTP/1.1 200 OK\r\n" .. string.rep(" ", http1.MAX_HEAD_BYTES + 10), { size = 4096 })
       assert.is_nil(done)
       assert.equal("too_large", failure)
+    end)
+
+    it("a head of 80 KiB of spaces and tabs in a value is parsed, not matched by a backtracking pattern", function()
+      local pad = string.rep(" \t", 20 * 1024)
+      local done, failure, _, r = read(response({ "HTTP/1.1 200 OK", "Retry-After:" .. pad .. "7" .. pad,
+        "Content-Length: 0" }))
+      assert.is_true(done, failure)
+      assert.equal("7", http1.trim(r.headers["Retry-After"]))
+      assert.equal("", http1.trim(pad))
+      assert.equal("a b", http1.trim(" \ta b\t "))
     end)
 
     it("after a failure or a whole response, more bytes are refused", function()

@@ -749,6 +749,17 @@ describe("telnyx.sim.resty over cosockets (lua-resty-http) in nginx #nginx", fun
       assert.is_true(out.elapsed >= 0.55 and out.elapsed < 1.2, out.elapsed)
     end)
 
+    it("a Retry-After of 60 KiB of spaces between digits is read in linear time: the batch goes on", function()
+      -- "^[ \t]*(.-)[ \t]*$" takes quadratic time on this value: minutes of the worker's CPU
+      local calls = card_gets(2)
+      stub:queue{ match = "/v2/sim_cards/" .. calls[1][2].id, status = 503, -- a 429 pauses without reading it
+        headers = { ["retry-after"] = "1" .. string.rep(" ", 60 * 1024) .. "1" }, json = { errors = {} } }
+      local out = batch{ calls = calls, opts = { concurrency = 1 }, client = { max_retries = 1 } }
+      assert_in_order(calls, out)
+      assert.is_true(out.elapsed < 5, out.elapsed) -- not a Retry-After the module takes: the usual back-off
+      assert.equal(3, #stub:requests())
+    end)
+
     it("per-call headers go through (no capture location to limit them)", function()
       local calls = card_gets(2)
       calls[2][3] = { headers = { ["X-Trace"] = "t-2" } }

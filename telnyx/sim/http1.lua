@@ -6,7 +6,7 @@
 -- transport (telnyx.sim.resty) moves the bytes; this says what they mean.
 -- Plain Lua (5.1-5.4, LuaJIT): its spec runs without nginx.
 --
---   local bytes = http1.request(method, target, host, headers, body)  -- a list for one sock:send
+--   local bytes = http1.request(method, target, host, headers, body)  -- one string, for one sock:send
 --   local r = http1.response(method, max_body_bytes)
 --   r:feed(piece)  -> true (whole: r.status, r.headers, r.body, r.reusable) | false (more, please)
 --                   | nil, failure, message   (failure: "broken" or "too_large")
@@ -25,7 +25,8 @@ local MAX_CHUNK_LINE = 1024       -- a chunk's size line, extensions included
 local BODY_METHODS = { POST = true, PUT = true, PATCH = true } -- Content-Length: 0 when they have no body
 
 --- The bytes of a request: the request line, Host, the headers, the body's
--- length and the body, as a list of strings (sock:send writes it as one).
+-- length and the body, as one string (given a table, ngx_lua's send walks it
+-- twice through the C API, which costs more than this concat).
 -- `headers` comes from client:request: names and values already checked.
 function http1.request(method, target, host, headers, body)
   local out = { method, " ", target, " HTTP/1.1\r\nHost: ", host, "\r\n" }
@@ -41,7 +42,7 @@ function http1.request(method, target, host, headers, body)
   else
     out[n + 1] = "\r\n"
   end
-  return out
+  return concat(out)
 end
 
 ---------------------------------------------------------------------------
@@ -59,11 +60,32 @@ end
 
 local function broken(message) return nil, "broken", message end
 
+-- Plain finds and byte tests below, not Lua patterns: a pattern's character
+-- class is matched a character at a time in C that LuaJIT cannot compile
+-- (measured: most of the parsing cost of a response).
+local SPACE, TAB = 32, 9
+
+--- s without the spaces and tabs around it, in linear time (a pattern such as
+-- "^[ \t]*(.-)[ \t]*$" takes quadratic time on a value of many spaces).
+local function trim(s)
+  local i, j = 1, #s
+  while i <= j and (byte(s, i) == SPACE or byte(s, i) == TAB) do i = i + 1 end
+  while j >= i and (byte(s, j) == SPACE or byte(s, j) == TAB) do j = j - 1 end
+  return (i == 1 and j == #s) and s or sub(s, i, j)
+end
+http1.trim = trim
+
 -- The tokens of a comma-separated header value (or a list of them), in lower case, in order.
 local function tokens(value)
   if type(value) == "table" then value = concat(value, ",") end
-  local list = {}
-  for t in lower(value):gmatch("[^,%s]+") do list[#list + 1] = t end
+  value = lower(value)
+  local list, pos = {}, 1
+  while pos <= #value + 1 do
+    local comma = find(value, ",", pos, true) or #value + 1
+    local t = trim(sub(value, pos, comma - 1))
+    if t ~= "" then list[#list + 1] = t end
+    pos = comma + 1
+  end
   return list
 end
 
@@ -88,19 +110,26 @@ end
 local FRAMING = { [14] = "content-length", [17] = "transfer-encoding", [10] = "connection" }
 
 -- The headers of a head (the lines after the status line) -> headers, and the
--- framing ones by their lower-case names | nil, why. One anchored find per
--- line, so a hostile head costs linear time.
+-- framing ones by their lower-case names | nil, why. Each line is found by a
+-- plain find, so a hostile head costs linear time.
 local function parse_headers(head, pos)
   local headers, framing_headers, last = {}, {}, #head
   while pos <= last do
-    local _, e, name, value = find(head, "^([^:%s]+):[ \t]*([^\r\n]*)", pos)
-    if not e or (e < last and (byte(head, e + 1) ~= 13 or byte(head, e + 2) ~= 10)) then
-      return nil, "a header line is not 'name: value'" -- obsolete line folding included
+    local e = find(head, "\r\n", pos, true) or last + 1
+    local colon = find(head, ":", pos, true)
+    if not colon or colon >= e or colon == pos then return nil, "a header line is not 'name: value'" end
+    local v = colon + 1 -- the value, after the white space that may lead it
+    while byte(head, v) == SPACE or byte(head, v) == TAB do v = v + 1 end
+    local name, value = sub(head, pos, colon - 1), sub(head, v, e - 1)
+    -- no white space in a name (a line starting with it is obsolete folding), no bare CR or LF anywhere
+    if find(name, " ", 1, true) or find(name, "\t", 1, true) or find(value, "\r", 1, true)
+      or find(value, "\n", 1, true) or find(name, "\n", 1, true) or find(name, "\r", 1, true) then
+      return nil, "a header line is not 'name: value'"
     end
     add(headers, name, value)
     local f = FRAMING[#name]
     if f and lower(name) == f then add(framing_headers, f, value) end
-    pos = e + 3
+    pos = e + 2
   end
   return headers, framing_headers
 end
@@ -119,9 +148,9 @@ local function framing(method, status, f)
     for i = 2, #cl do if cl[i] ~= cl[1] then return nil, "Content-Length is sent twice, with two values" end end
     cl = cl[1]
   end
-  local digits = match(cl, "^(%d+)[ \t]*$")
-  if not digits or #digits > 15 then return nil, "Content-Length is not a number of bytes" end
-  return tonumber(digits)
+  cl = trim(cl)
+  if #cl == 0 or #cl > 15 or find(cl, "%D") then return nil, "Content-Length is not a number of bytes" end
+  return tonumber(cl)
 end
 
 -- Adds body bytes, within max_body.

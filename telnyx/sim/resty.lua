@@ -33,6 +33,7 @@
 
 local sim = require "telnyx.sim"
 local http1 = require "telnyx.sim.http1"
+local find, sub = string.find, string.sub
 
 local resty = {
   _VERSION = sim._VERSION,
@@ -191,7 +192,8 @@ end
 -- sim.new checked) -> what connect, the request and the messages need. Made
 -- once per client and origin: request urls differ only in path and query.
 local function new_origin(prefix, pool)
-  local scheme, authority = prefix:match("^(https?)://(.+)$")
+  local scheme, authority = prefix:match("^(https?)://([^/?#]+)$")
+  if not scheme then return nil end
   local host, port
   if authority:sub(1, 1) == "[" then
     host, port = authority:match("^(%[[^%]]+%]):?(%d*)$")
@@ -334,7 +336,9 @@ local function cosocket_transport(http, opts)
   local origins = {} -- prefix (scheme://authority) -> new_origin's
   return function(request)
     local url = request.url
-    local prefix = url:match("^https?://[^/?#]+")
+    -- scheme://authority: up to the path's "/" (client:request's urls are base_url .. "/...")
+    local slash = find(url, "/", 9, true)
+    local prefix = slash and sub(url, 1, slash - 1)
     local origin = prefix and origins[prefix]
     if prefix and not origin then
       origin = new_origin(prefix, opts.pool)
@@ -503,8 +507,8 @@ local function retry_after_of(headers)
   local ms, after
   for name, value in pairs(headers) do
     if type(value) == "table" then value = value[1] end
-    if type(name) == "string" and type(value) == "string" then
-      name, value = name:lower(), value:match("^[ \t]*(.-)[ \t]*$")
+    if type(name) == "string" and type(value) == "string" and (#name == 14 or #name == 11) then
+      name, value = name:lower(), http1.trim(value) -- linear: a server's value may be 100 KiB of spaces
       if name == "retry-after-ms" then
         local v = header_seconds(value)
         if v then ms = v / 1000 end
