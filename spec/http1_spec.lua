@@ -146,6 +146,28 @@ describe("telnyx.sim.http1", function()
       end
     end)
 
+    it("not reused after a 101, with Transfer-Encoding and Content-Length both, or Transfer-Encoding in HTTP/1.0",
+      function()
+        local cases = {
+          response{ "HTTP/1.1 101 Switching Protocols", "Upgrade: x" },
+          response({ "HTTP/1.1 200 OK", "Content-Length: 2", "Transfer-Encoding: chunked" }, "2\r\nok\r\n0\r\n\r\n"),
+          response({ "HTTP/1.0 200 OK", "Connection: keep-alive", "Transfer-Encoding: chunked" },
+            "2\r\nok\r\n0\r\n\r\n"),
+        }
+        for i, c in ipairs(cases) do
+          each_cut(c, nil, function(done, failure, _, r)
+            assert.is_true(done, failure)
+            assert.is_false(r.reusable, i)
+          end)
+        end
+      end)
+
+    it("Content-Length sent twice with the same number (white space aside) is one length", function()
+      local done, failure, _, r = read(response({ "HTTP/1.1 200 OK", "Content-Length: 2", "Content-Length: 2 " }, "ok"))
+      assert.is_true(done, failure)
+      assert.equal("ok", r.body)
+    end)
+
     it("bytes beyond the response: it is whole, but the connection is not reused", function()
       local done, failure, _, r = read(response({ "HTTP/1.1 200 OK", "Content-Length: 2" }, "okHTTP/1.1 200"))
       assert.is_true(done, failure)
@@ -203,6 +225,38 @@ describe("telnyx.sim.http1", function()
       refused(response({ "HTTP/1.1 200 OK", "Transfer-Encoding: chunked" }, "zz\r\n"), "broken", "hexadecimal")
       refused(response({ "HTTP/1.1 200 OK", "Transfer-Encoding: chunked" }, "2\r\nokX\r\n0\r\n\r\n"), "broken",
         "CRLF")
+    end)
+
+    it("a chunk size line with more than digits and an extension, or over 1 KiB even when whole", function()
+      for _, line in ipairs{ "1zz", "1 2", "-1", "", ";ext", "1" .. string.rep(" ", 1100) } do
+        refused(response({ "HTTP/1.1 200 OK", "Transfer-Encoding: chunked" }, line .. "\r\na\r\n0\r\n\r\n"),
+          "broken", "chunk's size", { size = false })
+      end
+      local done, failure, _, r = read(response({ "HTTP/1.1 200 OK", "Transfer-Encoding: chunked" },
+        "1 ;a=b\r\na\r\n0\r\n\r\n"))
+      assert.is_true(done, failure)
+      assert.equal("a", r.body)
+    end)
+
+    it("interim responses without end: their heads count toward MAX_HEAD_BYTES together", function()
+      local flood = string.rep("HTTP/1.1 100 Continue\r\n\r\n", math.ceil(http1.MAX_HEAD_BYTES / 25) + 1)
+      local done, failure, why = read(flood .. response({ "HTTP/1.1 200 OK", "Content-Length: 0" }), { size = 4096 })
+      assert.is_nil(done)
+      assert.equal("too_large", failure)
+      assert.matches("headers are over", why)
+    end)
+
+    it("a chunked body's framing counts too: a body of one-byte chunks with long extensions ends", function()
+      local chunk = "1;" .. string.rep("e", 200) .. "\r\nx\r\n"
+      local done, failure, why = read(response({ "HTTP/1.1 200 OK", "Transfer-Encoding: chunked" },
+        string.rep(chunk, 10)), { max = 1000, size = 4096 })
+      assert.is_nil(done)
+      assert.equal("too_large", failure)
+      assert.matches("over max_response_bytes %(1000%)", why)
+      -- and within max_body, framing included, such a body is whole
+      done, failure = read(response({ "HTTP/1.1 200 OK", "Transfer-Encoding: chunked" },
+        string.rep(chunk, 3) .. "0\r\n\r\n"), { max = 1000 })
+      assert.is_true(done, failure)
     end)
 
     it("a declared length over max_body: refused before the body is read", function()

@@ -54,8 +54,8 @@ Response.__index = Response
 
 --- A reader for the response to a `method` request, its body at most max_body bytes.
 function http1.response(method, max_body)
-  return setmetatable({ method = method, max_body = max_body, state = "head", buf = "", parts = {}, got = 0 },
-    Response)
+  return setmetatable({ method = method, max_body = max_body, state = "head", buf = "", pos = 1, parts = {},
+    got = 0, framing = 0, scanned = 0, head_bytes = 0 }, Response)
 end
 
 local function broken(message) return nil, "broken", message end
@@ -145,7 +145,9 @@ local function framing(method, status, f)
   local cl = f["content-length"]
   if cl == nil then return "close" end
   if type(cl) == "table" then -- sent twice: only when every copy says the same
-    for i = 2, #cl do if cl[i] ~= cl[1] then return nil, "Content-Length is sent twice, with two values" end end
+    for i = 2, #cl do
+      if trim(cl[i]) ~= trim(cl[1]) then return nil, "Content-Length is sent twice, with two values" end
+    end
     cl = cl[1]
   end
   cl = trim(cl)
@@ -153,42 +155,68 @@ local function framing(method, status, f)
   return tonumber(cl)
 end
 
--- Adds body bytes, within max_body.
-local function keep(self, bytes)
-  if bytes == "" then return true end
-  self.got = self.got + #bytes
-  if self.got > self.max_body then
-    return nil, "too_large", "the response body is over max_response_bytes (" .. self.max_body .. ")"
-  end
-  self.parts[#self.parts + 1] = bytes
+-- The parser keeps the bytes not yet consumed in self.buf from self.pos on:
+-- a step moves pos, and feed cuts the buffer once per piece, so a piece of
+-- many small chunks costs linear time. The body may have max_body bytes, and
+-- a chunked body's framing as many again: the bytes on the wire are bounded too.
+
+local function too_large(self)
+  return nil, "too_large", "the response body is over max_response_bytes (" .. self.max_body .. ")"
+end
+
+-- Counts n bytes of a chunked body's framing (size lines, CRLFs) against max_body.
+local function spend(self, n)
+  self.framing = self.framing + n
+  return self.framing <= self.max_body
+end
+
+-- Keeps buf[i..j] as body bytes.
+local function keep(self, i, j)
+  if j < i then return true end
+  self.got = self.got + j - i + 1
+  if self.got > self.max_body then return too_large(self) end
+  local buf = self.buf
+  self.parts[#self.parts + 1] = (i == 1 and j == #buf) and buf or sub(buf, i, j)
   return true
 end
 
 -- The response is whole: the body joined; the connection reusable when the
 -- server allows it and sent nothing beyond this response.
-local function finish(self, rest)
+local function finish(self)
   local parts = self.parts
   self.body = #parts == 1 and parts[1] or concat(parts)
+  self.reusable = self.keep_alive and self.length ~= "close" and self.pos > #self.buf
   self.parts, self.buf, self.state = nil, nil, "done"
-  self.reusable = self.keep_alive and self.length ~= "close" and rest == ""
   return true
+end
+
+-- Whether the server lets the connection serve another request after this response.
+local function keeps_alive(minor, status, f)
+  if status == 101 then return false end -- it switched protocols
+  if f["transfer-encoding"] and (f["content-length"] or minor == "0") then return false end -- RFC 9112 6.1, 6.3
+  local connection = f.connection
+  if minor == "0" then return connection ~= nil and has_token(connection, "keep-alive") end
+  return not (connection ~= nil and has_token(connection, "close"))
 end
 
 local step = {} -- step[state](self) -> true (whole) | false (more bytes needed) | "again" | nil, failure, why
 
+-- The status line and headers; interim (1xx) heads are skipped, and every head
+-- counts toward MAX_HEAD_BYTES, so endless interim responses end too.
 function step.head(self)
-  local buf = self.buf
-  local e = find(buf, "\r\n\r\n", 1, true)
+  local buf, pos, max = self.buf, self.pos, http1.MAX_HEAD_BYTES
+  local e = find(buf, "\r\n\r\n", pos + (self.scanned > 3 and self.scanned - 3 or 0), true)
   if not e then
-    if #buf > http1.MAX_HEAD_BYTES then
-      return nil, "too_large", "the response headers are over " .. http1.MAX_HEAD_BYTES .. " bytes"
+    self.scanned = #buf - pos + 1
+    if self.head_bytes + self.scanned > max then
+      return nil, "too_large", "the response headers are over " .. max .. " bytes"
     end
     return false
   end
-  if e > http1.MAX_HEAD_BYTES then
-    return nil, "too_large", "the response headers are over " .. http1.MAX_HEAD_BYTES .. " bytes"
-  end
-  local head, rest = sub(buf, 1, e - 1), sub(buf, e + 4)
+  self.head_bytes = self.head_bytes + e + 4 - pos
+  if self.head_bytes > max then return nil, "too_large", "the response headers are over " .. max .. " bytes" end
+  local head = sub(buf, pos, e - 1)
+  self.pos, self.scanned = e + 4, 0
   local minor, status, after = match(head, "^HTTP/1%.([01]) ([1-9]%d%d)(.?)")
   if not status or (after ~= "" and after ~= " " and after ~= "\r") then
     return broken("the response does not start with an HTTP/1.x status line")
@@ -197,62 +225,58 @@ function step.head(self)
   local line_end = find(head, "\r\n", 1, true)
   local headers, f = parse_headers(head, line_end and line_end + 2 or #head + 1)
   if not headers then return broken(f) end
-  if status >= 100 and status < 200 and status ~= 101 then -- an interim response: the final one follows
-    self.buf = rest
-    return "again"
-  end
+  if status < 200 and status ~= 101 then return "again" end -- an interim response: the final one follows
   self.status = status -- known from here on, for a failure's report too
   local length, why = framing(self.method, status, f)
   if not length then return broken(why) end
   if type(length) == "number" and length > self.max_body then
     return nil, "too_large", "Content-Length " .. length .. " is over max_response_bytes (" .. self.max_body .. ")"
   end
-  local connection = f.connection
-  if minor == "0" then
-    self.keep_alive = connection ~= nil and has_token(connection, "keep-alive")
-  else
-    self.keep_alive = not (connection ~= nil and has_token(connection, "close"))
-  end
-  self.headers, self.length, self.buf = headers, length, rest
-  if length == "none" or length == 0 then return finish(self, rest) end
+  self.headers, self.length, self.keep_alive = headers, length, keeps_alive(minor, status, f)
+  if length == "none" or length == 0 then return finish(self) end
   self.state = length == "chunked" and "chunk_size" or length == "close" and "close" or "length"
   self.left = type(length) == "number" and length or nil
   return "again"
 end
 
 function step.length(self)
-  local buf, left = self.buf, self.left
-  local ok, failure, why
-  if #buf < left then
-    self.left, self.buf = left - #buf, ""
-    ok, failure, why = keep(self, buf)
-    if not ok then return nil, failure, why end
-    return false
-  end
-  ok, failure, why = keep(self, #buf == left and buf or sub(buf, 1, left))
+  local buf, pos, left = self.buf, self.pos, self.left
+  local take = math.min(#buf - pos + 1, left)
+  local ok, failure, why = keep(self, pos, pos + take - 1)
   if not ok then return nil, failure, why end
-  return finish(self, sub(buf, left + 1))
+  self.pos, self.left = pos + take, left - take
+  if self.left > 0 then return false end
+  return finish(self)
 end
 
 function step.close(self)
-  local buf = self.buf
-  self.buf = ""
-  local ok, failure, why = keep(self, buf)
+  local ok, failure, why = keep(self, self.pos, #self.buf)
   if not ok then return nil, failure, why end
+  self.pos = #self.buf + 1
   return false
 end
 
+local HEX = {} -- byte -> its value as a hexadecimal digit
+for i = 0, 9 do HEX[48 + i] = i end
+for i = 0, 5 do HEX[65 + i], HEX[97 + i] = 10 + i, 10 + i end
+
+-- A chunk's size line: hexadecimal digits, then nothing, white space or ";" and extensions (ignored).
 function step.chunk_size(self)
-  local buf = self.buf
-  local e = find(buf, "\r\n", 1, true)
-  if not e then
-    if #buf > MAX_CHUNK_LINE then return broken("a chunk's size line is too long") end
-    return false
+  local buf, pos = self.buf, self.pos
+  local e = find(buf, "\r\n", pos, true)
+  if (e or #buf + 1) - pos > MAX_CHUNK_LINE then return broken("a chunk's size line is too long") end
+  if not e then return false end
+  local size, i = 0, pos
+  while i < e and HEX[byte(buf, i)] do
+    size, i = size * 16 + HEX[byte(buf, i)], i + 1
   end
-  local hex = match(sub(buf, 1, e - 1), "^(%x+)[ \t]*;?")
-  if not hex or #hex > 12 then return broken("a chunk's size is not a hexadecimal number") end
-  local size = tonumber(hex, 16)
-  self.buf = sub(buf, e + 2)
+  local digits = i - pos
+  while i < e and (byte(buf, i) == SPACE or byte(buf, i) == TAB) do i = i + 1 end
+  if digits == 0 or digits > 12 or (i < e and byte(buf, i) ~= 59) then -- 59: ";"
+    return broken("a chunk's size is not a hexadecimal number")
+  end
+  if not spend(self, e + 2 - pos) then return too_large(self) end
+  self.pos = e + 2
   if size == 0 then
     self.state, self.trailer_bytes = "trailers", 0
   else
@@ -262,42 +286,50 @@ function step.chunk_size(self)
 end
 
 function step.chunk_data(self)
-  local buf, left = self.buf, self.left
-  local take = #buf < left and buf or sub(buf, 1, left)
-  local ok, failure, why = keep(self, take)
+  local buf, pos, left = self.buf, self.pos, self.left
+  local take = math.min(#buf - pos + 1, left)
+  local ok, failure, why = keep(self, pos, pos + take - 1)
   if not ok then return nil, failure, why end
-  self.left, self.buf = left - #take, sub(buf, #take + 1)
+  self.pos, self.left = pos + take, left - take
   if self.left > 0 then return false end
   self.state = "chunk_end"
   return "again"
 end
 
 function step.chunk_end(self)
-  local buf = self.buf
-  if #buf < 2 and (buf == "" or byte(buf) == 13) then return false end
-  if sub(buf, 1, 2) ~= "\r\n" then return broken("a chunk does not end with CRLF") end
-  self.buf, self.state = sub(buf, 3), "chunk_size"
+  local buf, pos = self.buf, self.pos
+  local a, b = byte(buf, pos, pos + 1)
+  if a == nil or (a == 13 and b == nil) then return false end
+  if a ~= 13 or b ~= 10 then return broken("a chunk does not end with CRLF") end
+  if not spend(self, 2) then return too_large(self) end
+  self.pos, self.state = pos + 2, "chunk_size"
   return "again"
 end
 
 -- After the last chunk: trailer lines (ignored) up to an empty line.
 function step.trailers(self)
-  local buf = self.buf
-  local e = find(buf, "\r\n", 1, true)
+  local buf, pos = self.buf, self.pos
+  local e = find(buf, "\r\n", pos, true)
   if not e then
-    if self.trailer_bytes + #buf > http1.MAX_HEAD_BYTES then return broken("the trailers are too long") end
+    if self.trailer_bytes + #buf - pos + 1 > http1.MAX_HEAD_BYTES then return broken("the trailers are too long") end
     return false
   end
-  self.buf = sub(buf, e + 2)
-  if e == 1 then return finish(self, self.buf) end
-  self.trailer_bytes = self.trailer_bytes + e + 1
+  self.pos = e + 2
+  if e == pos then return finish(self) end
+  self.trailer_bytes = self.trailer_bytes + e + 2 - pos
   return "again"
 end
 
 --- Takes the next piece of the response.
 function Response:feed(piece)
   if self.state == "done" then return broken("bytes after the response") end
-  self.buf = self.buf == "" and piece or self.buf .. piece
+  local buf, pos = self.buf, self.pos
+  if pos > #buf then
+    self.buf = piece
+  else -- what is left of the last piece, and this one: one copy per piece
+    self.buf = (pos == 1 and buf or sub(buf, pos)) .. piece
+  end
+  self.pos = 1
   while true do
     local r, failure, why = step[self.state](self)
     if r ~= "again" then
@@ -309,7 +341,7 @@ end
 
 --- The server closed the connection: the end of a body "until close", else a response cut short.
 function Response:closed()
-  if self.state == "close" then return finish(self, "") end
+  if self.state == "close" then return finish(self) end
   if self.state == "done" then return true end
   self.state = "done"
   if self.status then

@@ -269,8 +269,9 @@ end
 -- the socket has, checking the deadline before each read: r, or a failure.
 local function receive(state, sock, r)
   while true do
-    -- ngx.now(): the event loop's time, current after any read that had to wait
-    local left = state.deadline - ngx.now()
+    -- the clock read afresh: a read that did not have to wait leaves ngx.now() where it was, and a
+    -- server sending as fast as this loop parses must still meet the deadline
+    local left = state.deadline - now()
     if left <= 0 then return failed(state, "timeout", "the response did not arrive whole in time") end
     sock:settimeout(to_ms(left))
     local piece, err = sock:receiveany(PIECE)
