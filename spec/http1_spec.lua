@@ -298,4 +298,74 @@ describe("telnyx.sim.http1", function()
       assert.is_nil((r:feed("HTTP/1.1 200 OK\r\n")))
     end)
   end)
+  describe("randomized (a fixed seed: the same cases every run)", function()
+    -- Park-Miller: every product stays below 2^53, so the cases are the same under every Lua
+    local seed = 20261201
+    local function rand(n)
+      seed = (seed * 16807) % 2147483647
+      return seed % n + 1
+    end
+
+    local function random_response()
+      local body = {}
+      for i = 1, rand(40) - 1 do body[i] = string.char(31 + rand(95)) end
+      body = table.concat(body) .. string.rep("x", rand(3) == 1 and rand(9000) or 0)
+      local lines = { "HTTP/1.1 " .. (199 + rand(400)) .. " Any" }
+      for i = 1, rand(6) - 1 do lines[#lines + 1] = "X-H" .. i .. ":" .. string.rep(" ", rand(3) - 1) .. rand(1e6) end
+      local kind = rand(3)
+      if kind == 1 then
+        lines[#lines + 1] = "Content-Length: " .. #body
+        return response(lines, body), body, true
+      elseif kind == 2 then
+        lines[#lines + 1] = "Transfer-Encoding: chunked"
+        local out, i = {}, 1
+        while i <= #body do
+          local n = rand(700)
+          local piece = body:sub(i, i + n - 1)
+          out[#out + 1] = string.format("%x%s\r\n%s\r\n", #piece, rand(4) == 1 and ";e=1" or "", piece)
+          i = i + n
+        end
+        out[#out + 1] = "0\r\n" .. (rand(3) == 1 and "T: 1\r\n" or "") .. "\r\n"
+        return response(lines, table.concat(out)), body, true
+      end
+      return response(lines, body), body, false -- to the close
+    end
+
+    it("200 responses of every framing read the same however the socket cuts them", function()
+      for n = 1, 200 do
+        local bytes, body, framed = random_response()
+        local status = tonumber(bytes:match("^HTTP/1.1 (%d+)"))
+        local cuts = { false, rand(5), rand(300), rand(5000) }
+        for _, size in ipairs(cuts) do
+          local done, failure, why, r = read(bytes, { size = size or nil, close = not framed })
+          assert.is_true(done, n .. ": " .. tostring(failure) .. " " .. tostring(why))
+          assert.equal(status, r.status, n)
+          local want = (status == 204 or status == 304) and "" or body
+          assert.equal(want, r.body, n)
+        end
+      end
+    end)
+
+    it("random bytes never raise: each piece gives true, false, or nil with a failure", function()
+      local alphabet = { "HTTP/1.1 200 OK\r\n", "\r\n", "Content-Length: ", "Transfer-Encoding: chunked\r\n",
+        "0", "9", "f", ";", ":", " ", "\t", "\r", "\n", "x", "HTTP/1.0 100 C\r\n\r\n", "\0", "\255" }
+      for n = 1, 500 do
+        local t = {}
+        for i = 1, rand(60) do t[i] = alphabet[rand(#alphabet)] end
+        local bytes = table.concat(t)
+        local r = http1.response(rand(2) == 1 and "GET" or "HEAD", rand(200))
+        local i = 1
+        while i <= #bytes do
+          local size = rand(20)
+          local ok, done, failure = pcall(r.feed, r, bytes:sub(i, i + size - 1))
+          assert.is_true(ok, n .. ": " .. tostring(done))
+          assert.is_true(done == true or done == false or (done == nil and (failure == "broken"
+            or failure == "too_large")), n)
+          if done ~= false then break end
+          i = i + size
+        end
+        assert.is_true(pcall(r.closed, r))
+      end
+    end)
+  end)
 end)
