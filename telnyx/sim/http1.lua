@@ -239,13 +239,20 @@ function step.head(self)
   return "again"
 end
 
-function step.length(self)
-  local buf, pos, left = self.buf, self.pos, self.left
-  local take = math.min(#buf - pos + 1, left)
+-- Keeps what the buffer has of the self.left body bytes still to come:
+-- true once they are all in, false when more are needed, or a failure.
+local function take_left(self)
+  local pos, left = self.pos, self.left
+  local take = math.min(#self.buf - pos + 1, left)
   local ok, failure, why = keep(self, pos, pos + take - 1)
   if not ok then return nil, failure, why end
   self.pos, self.left = pos + take, left - take
-  if self.left > 0 then return false end
+  return self.left == 0
+end
+
+function step.length(self)
+  local all, failure, why = take_left(self)
+  if not all then return all, failure, why end
   return finish(self)
 end
 
@@ -286,12 +293,8 @@ function step.chunk_size(self)
 end
 
 function step.chunk_data(self)
-  local buf, pos, left = self.buf, self.pos, self.left
-  local take = math.min(#buf - pos + 1, left)
-  local ok, failure, why = keep(self, pos, pos + take - 1)
-  if not ok then return nil, failure, why end
-  self.pos, self.left = pos + take, left - take
-  if self.left > 0 then return false end
+  local all, failure, why = take_left(self)
+  if not all then return all, failure, why end
   self.state = "chunk_end"
   return "again"
 end
