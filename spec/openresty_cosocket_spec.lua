@@ -618,10 +618,18 @@ describe("telnyx.sim.resty over cosockets (lua-resty-http) in nginx #nginx", fun
         } } }
         for i, s in ipairs(out.steps) do assert.is_nil(s.err, i .. ": " .. (s.err and s.err.string or "")) end
         assert.equal(2, #stub:requests())
-        local lines = {}
-        for line in (helpers.read_file(tls.dir .. "/logs/tls_access.log") or ""):gmatch("[^\n]+") do
-          lines[#lines + 1] = line
-        end
+        -- nginx logs a request after answering it: wait (5 s at most) for the GET's line
+        local lines
+        local deadline = socket.gettime() + 5
+        repeat
+          lines = {}
+          for line in (helpers.read_file(tls.dir .. "/logs/tls_access.log") or ""):gmatch("[^\n]+") do
+            lines[#lines + 1] = line
+          end
+          local logged = #lines >= 2 and lines[#lines]:match(" GET ")
+          if not logged then socket.sleep(0.05) end
+        until logged or socket.gettime() > deadline
+        assert.is_true(#lines >= 2, #lines .. " lines in the TLS front's log")
         local conn1, n1 = lines[#lines - 1]:match("^(%d+) (%d+) POST")
         local conn2, n2 = lines[#lines]:match("^(%d+) (%d+) GET")
         assert.equal(conn1, conn2)
