@@ -117,6 +117,7 @@ $(BENCH_LIMIT): bench/limit.c
 	$(CC) $(CFLAGS) -std=c99 -Wall -Wextra $(LUA54_INC) $(CURL_CFLAGS) $< -o $@ $(LUA54_LIBS) $(CURL_LIBS)
 
 bench: deps $(BENCH_LIMIT)
+	@sh .ci/deps.sh valgrind strace
 	@$(MAKE) --no-print-directory LUA=5.4 all
 	@$(MAKE) --no-print-directory LUA=luajit all
 	@LUA_CPATH='$(CURDIR)/build/lua5.4/?.so;;' BENCH_LIMIT=$(BENCH_LIMIT) BENCH_CHECK=$(CHECK) sh bench/run.sh

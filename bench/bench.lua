@@ -17,13 +17,15 @@
 -- against the same stub, (e) over cosockets (lua-resty-http) and (f) through the capture subrequest
 -- (the proxy location), interleaved; the worker times its own loops (bench/openresty.lua). Two
 -- regimes: one purchase per request, and BENCH_OR_LOOP purchases in one request (where the capture
--- subrequests' memory stays in the main request's pool until it ends).
+-- subrequests' memory stays in the main request's pool until it ends). Part 3b counts what one
+-- request of one purchase costs the worker through each transport: instructions (callgrind, on a
+-- copy of the server) and system calls (strace -c, on the timed worker).
 --
 -- Knobs (environment): BENCH_ROUNDS (7), BENCH_N (8000 calls per module/limit run),
 -- BENCH_NODE_N (3000), BENCH_OFFLINE_N (100 decodes of the 1,000-card body), BENCH_RSS_N (100000),
 -- BENCH_FANOUT_N (1000), BENCH_FANOUT_ROUNDS (3), BENCH_FANOUT (0: skip part 2),
 -- BENCH_OR_N (2000 calls per transport per round, one per request), BENCH_OR_LOOP (2000 calls in one
--- request), BENCH_OR_ROUNDS (7), BENCH_OPENRESTY (0: skip part 3; read by bench/run.sh, which then
+-- request), BENCH_OR_ROUNDS (7), BENCH_OR_WORK_N (300 requests per count), BENCH_OPENRESTY (0: skip part 3; read by bench/run.sh, which then
 -- starts no second nginx and passes no BENCH_OR_PORT),
 -- BENCH_CHECK (1: exit 1 when a target is missed).
 
@@ -458,46 +460,184 @@ if FANOUT then
   end
 end
 
+-- --- Part 3b: OpenResty, each transport's work per call, counted rather than timed ---
+-- At one purchase per request both transports spend most of a call waiting on the same stub and in
+-- the same kernel, and their calls/s differ by less than this shared machine's noise from round to
+-- round. What each costs the worker is counted instead, the same from run to run:
+--  - instructions per request: the same server (openresty-work.conf, bench/run.sh) under callgrind,
+--    one process on its own port: counters zeroed after a warm-up, dumped after WORK_N requests;
+--  - system calls per request: strace -c on the timed worker over WORK_N requests.
+-- Both count whole requests, the /run handler's own work included (the same for both), so the
+-- capture subrequest's teardown, which runs after the worker's timed loop, counts too.
+local OR_WORK_PORT = os.getenv("BENCH_OR_WORK_PORT") or ""
+local WORK_N = env_int("BENCH_OR_WORK_N", 300)
+local WORK_WARM = 200
+local WORK_ORDER = { "cosocket", "capture", "cosocket", "capture" } -- twice each: the counts repeat
+
+local function have(tool) return os.execute("command -v " .. tool .. " >/dev/null 2>&1") == true end
+
+-- Polls ready() every 50 ms for up to `seconds`: its first true value, or nil.
+local function wait_for(seconds, ready)
+  local socket = require "socket"
+  local deadline = socket.gettime() + seconds
+  repeat
+    local v = ready()
+    if v then return v end
+    socket.sleep(0.05)
+  until socket.gettime() > deadline
+  return nil
+end
+
+-- System calls per request of `kind` on the worker `pid`, by strace -c: n, or nil and why.
+local function count_syscalls(or_run, pid, kind)
+  local out, spid_file = DIR .. "/strace-" .. kind .. ".txt", DIR .. "/strace.pid"
+  os.remove(out)
+  os.execute(string.format("strace -c -f -p %s -o %s 2>>%s & echo $! >%s", pid, sh_quote(out),
+    sh_quote(DIR .. "/strace.log"), sh_quote(spid_file)))
+  local attached = wait_for(10, function()
+    return (tonumber((read_file("/proc/" .. pid .. "/status") or ""):match("TracerPid:%s*(%d+)")) or 0) ~= 0
+  end)
+  local spid = (read_file(spid_file) or ""):match("%d+")
+  if not attached then
+    if spid then os.execute("kill " .. spid .. " 2>/dev/null") end
+    return nil, "strace could not attach to the worker (ptrace not allowed here?)"
+  end
+  for _ = 1, WORK_N do or_run(kind, 1) end
+  os.execute("kill -INT " .. spid)
+  local calls = wait_for(10, function() -- the summary's last line: % seconds usecs/call calls [errors] total
+    local line = (read_file(out) or ""):match("\n([^\n]*total)%s*$")
+    local fields = {}
+    for f in (line or ""):gmatch("%S+") do fields[#fields + 1] = f end
+    return fields[#fields] == "total" and tonumber(fields[4]) or nil
+  end)
+  if not calls then return nil, "strace -c wrote no summary" end
+  return calls / WORK_N
+end
+
+-- Instructions per request of each transport, by callgrind on the work server: { kind = {list} },
+-- or nil and why.
+local function count_instructions(or_client)
+  local vpid_file = DIR .. "/valgrind.pid"
+  os.execute(string.format("valgrind --tool=callgrind --callgrind-out-file=%s nginx -p %s -c %s -e %s >%s 2>&1 & "
+    .. "echo $! >%s", sh_quote(DIR .. "/cg.%p"), sh_quote(DIR), sh_quote(DIR .. "/openresty-work.conf"),
+    sh_quote(DIR .. "/work-error.log"), sh_quote(DIR .. "/valgrind.log"), sh_quote(vpid_file)))
+  local socket = require "socket"
+  local up = wait_for(120, function()
+    local c = socket.connect("127.0.0.1", OR_WORK_PORT)
+    if c then c:close() end
+    return c ~= nil
+  end)
+  local pid = (read_file(vpid_file) or ""):match("%d+")
+  local function stop()
+    for _ = 1, 20 do -- a valgrind'd nginx may need more than one TERM
+      if not os.execute("kill -0 " .. pid .. " 2>/dev/null") then return end
+      os.execute("kill -TERM " .. pid .. " 2>/dev/null")
+      socket.sleep(0.5)
+    end
+    os.execute("kill -KILL " .. pid .. " 2>/dev/null")
+  end
+  if not up then
+    if pid then stop() end
+    return nil, "nginx under callgrind did not start (" .. DIR .. "/valgrind.log)"
+  end
+  local work_run, close = or_client(OR_WORK_PORT)
+  local counts, dumps = { cosocket = {}, capture = {} }, 0
+  for _, kind in ipairs(WORK_ORDER) do
+    for _ = 1, WORK_WARM do work_run(kind, 1) end
+    os.execute("callgrind_control -z " .. pid .. " >/dev/null 2>&1")
+    for _ = 1, WORK_N do work_run(kind, 1) end
+    os.execute("callgrind_control -d " .. pid .. " >/dev/null 2>&1")
+    dumps = dumps + 1
+    local total = wait_for(30, function()
+      return tonumber((read_file(DIR .. "/cg." .. pid .. "." .. dumps) or ""):match("\nsummary: (%d+)"))
+    end)
+    if not total then
+      close()
+      stop()
+      return nil, "callgrind wrote no dump"
+    end
+    table.insert(counts[kind], total / WORK_N)
+  end
+  close()
+  stop()
+  return counts
+end
+
+-- Part 3b's figures: { cosocket = { instructions, syscalls }, capture = ... }, or { skipped = why }.
+local function or_work(or_run, or_client)
+  for _, tool in ipairs { "valgrind", "callgrind_control", "strace", "pgrep" } do
+    if not have(tool) then return { skipped = "no " .. tool .. " (apt-get install valgrind strace)" } end
+  end
+  if OR_WORK_PORT == "" then return { skipped = "no BENCH_OR_WORK_PORT (run through bench/run.sh)" } end
+  local master = (read_file(DIR .. "/openresty.pid") or ""):match("%d+")
+  local pid = master and capture("pgrep -P " .. master .. " | head -n 1"):match("%d+")
+  if not pid then return { skipped = "the timed worker's pid is not known" } end
+  local work = {}
+  for _, kind in ipairs { "cosocket", "capture" } do
+    local n, why = count_syscalls(or_run, pid, kind)
+    if not n then return { skipped = why } end
+    work[kind] = { syscalls = n }
+  end
+  local counts, why = count_instructions(or_client)
+  if not counts then return { skipped = why } end
+  for kind, list in pairs(counts) do
+    local sum = 0
+    for _, v in ipairs(list) do sum = sum + v end
+    work[kind].instructions, work[kind].instructions_runs = sum / #list, list
+  end
+  return work
+end
+
 -- --- Part 3: OpenResty, one nginx worker making purchases: cosockets vs the capture subrequest ---
 
 local ores -- the OpenResty figures, when measured
 if OPENRESTY then
   local socket = require "socket"
   local OR_KINDS = { "cosocket", "capture" }
-  -- POST /run over one kept-alive connection: k calls in the worker, timed there. Returns its report.
-  local conn
-  local function or_run(kind, k)
-    local path = string.format("/run?transport=%s&n=%d", kind, k)
-    local function failed(why)
-      io.stderr:write(string.format("bench: the OpenResty worker (127.0.0.1:%s) failed: POST %s: %s\n", OR_PORT, path,
-        tostring(why)))
-      os.exit(1)
+  -- A client of a bench/openresty.lua server on `port`: post(kind, k, mem) POSTs /run over one
+  -- kept-alive connection (k calls in the worker, timed there; with mem, the worker's RSS too) and
+  -- returns its report; close().
+  local function or_client(port)
+    local conn
+    local function post(kind, k, mem)
+      local path = string.format("/run?transport=%s&n=%d%s", kind, k, mem and "&mem=1" or "")
+      local function failed(why)
+        io.stderr:write(string.format("bench: the OpenResty worker (127.0.0.1:%s) failed: POST %s: %s\n", port, path,
+          tostring(why)))
+        os.exit(1)
+      end
+      if not conn then
+        local err
+        conn, err = socket.connect("127.0.0.1", port)
+        if not conn then failed(err) end
+        conn:setoption("tcp-nodelay", true)
+        conn:settimeout(120)
+      end
+      local ok, err = conn:send("POST " .. path .. " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n")
+      if not ok then failed(err) end
+      local status
+      status, err = conn:receive("*l")
+      if not status then failed(err) end
+      local len
+      while true do
+        local line
+        line, err = conn:receive("*l")
+        if not line then failed(err) end
+        if line == "" then break end
+        len = tonumber(line:match("^[Cc]ontent%-[Ll]ength:%s*(%d+)")) or len
+      end
+      local body = len and conn:receive(len) or ""
+      local r = status:match("^HTTP/1%.1 200 ") and body:sub(1, 1) == "{" and cjson.decode(body)
+      if not r then failed(status .. " " .. body) end
+      return r
     end
-    if not conn then
-      local err
-      conn, err = socket.connect("127.0.0.1", OR_PORT)
-      if not conn then failed(err) end
-      conn:setoption("tcp-nodelay", true)
-      conn:settimeout(120)
+    local function close()
+      if conn then conn:close() end
+      conn = nil
     end
-    local ok, err = conn:send("POST " .. path .. " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n")
-    if not ok then failed(err) end
-    local status
-    status, err = conn:receive("*l")
-    if not status then failed(err) end
-    local len
-    while true do
-      local line
-      line, err = conn:receive("*l")
-      if not line then failed(err) end
-      if line == "" then break end
-      len = tonumber(line:match("^[Cc]ontent%-[Ll]ength:%s*(%d+)")) or len
-    end
-    local body = len and conn:receive(len) or ""
-    local r = status:match("^HTTP/1%.1 200 ") and body:sub(1, 1) == "{" and cjson.decode(body)
-    if not r then failed(status .. " " .. body) end
-    return r
+    return post, close
   end
+  local or_run, or_close = or_client(OR_PORT)
   -- n calls through each transport in requests of k calls, interleaved request by request (the
   -- first one alternating), so both see the same moments of the machine: the sums of the worker's
   -- figures per transport.
@@ -509,7 +649,7 @@ if OPENRESTY then
     while done < n do
       local m = math.min(k, n - done)
       for _, kind in ipairs(order) do
-        local r, a = or_run(kind, m), acc[kind]
+        local r, a = or_run(kind, m, done + m >= n), acc[kind] -- the worker's RSS: once, at the end
         a.calls, a.wall_s, a.cpu_s = a.calls + r.calls, a.wall_s + r.wall_s, a.cpu_s + r.cpu_s
         a.rss_kb, a.requests = math.max(a.rss_kb, r.rss_kb or 0), a.requests + 1
       end
@@ -579,7 +719,15 @@ if OPENRESTY then
     checks[#checks + 1] = { name = "OpenResty, " .. g.short .. ": cosockets >= capture calls/s", value = r.ratio,
       ok = r.ratio >= TARGETS.or_cosocket_vs_capture, shown = string.format("%.2f x", r.ratio) }
   end
-  if conn then conn:close() end
+  ores.work = or_work(or_run, or_client)
+  if ores.work and ores.work.cosocket then
+    local w = ores.work
+    checks[#checks + 1] = { name = "OpenResty, 1 call/request: cosockets' work <= capture's",
+      value = w.cosocket.instructions / w.capture.instructions,
+      ok = w.cosocket.instructions <= w.capture.instructions and w.cosocket.syscalls <= w.capture.syscalls,
+      shown = string.format("%.2f x", w.cosocket.instructions / w.capture.instructions) }
+  end
+  or_close()
 end
 
 -- The machine and the versions, for the record.
@@ -656,6 +804,23 @@ if ores then
   for _, r in ipairs(ores.regimes) do
     lines[#lines + 1] = orow("(e) cosockets, " .. r.label, r.medians.cosocket)
     lines[#lines + 1] = orow("(f) capture subrequest, " .. r.label, r.medians.capture)
+  end
+  local w = ores.work
+  lines[#lines + 1] = ""
+  if w and w.cosocket then
+    local function wrow(label, m)
+      local runs = {}
+      for i, v in ipairs(m.instructions_runs) do runs[i] = string.format("%.0fk", v / 1000) end
+      return string.format("| %-52s | %8.0fk | %-13s | %6.1f |", label, m.instructions / 1000, table.concat(runs, ", "),
+        m.syscalls)
+    end
+    lines[#lines + 1] = string.format("| OpenResty work per request (1 purchase), %d requests per count | instructions "
+      .. "| runs | syscalls |", WORK_N)
+    lines[#lines + 1] = "| --- | ---: | ---: | ---: |"
+    lines[#lines + 1] = wrow("(e) cosockets (callgrind; strace -c)", w.cosocket)
+    lines[#lines + 1] = wrow("(f) capture subrequest (callgrind; strace -c)", w.capture)
+  else
+    lines[#lines + 1] = "OpenResty work per request: not counted: " .. tostring(w and w.skipped)
   end
 end
 lines[#lines + 1] = ""

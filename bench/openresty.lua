@@ -1,8 +1,8 @@
 -- The handler of the OpenResty rows of `make bench` (bench/openresty.conf.in, one nginx worker):
---   POST /run?transport=cosocket|capture&n=N
+--   POST /run?transport=cosocket|capture&n=N[&mem=1]
 -- makes N client:purchase_esims{amount = 10} calls one after another through that transport's
--- client and answers one JSON line, { transport, calls, wall_s, cpu_s, hwm_kb, rss_kb } (on a
--- failure: a status >= 400 and the reason as text).
+-- client and answers one JSON line, { transport, calls, wall_s, cpu_s, hwm_kb, rss_kb } (the
+-- worker's memory only with mem=1, else 0; on a failure: a status >= 400 and the reason as text).
 -- Each transport has one client per worker, made at its first request and kept (as the README
 -- advises: its kept-alive connections then serve every request), max_retries = 0 as in
 -- bench/client.lua. wall_s is CLOCK_MONOTONIC around the loop; cpu_s is os.clock() around it, the
@@ -81,8 +81,9 @@ function M.run()
     if not res then return fail(502, kind .. ": " .. tostring(err)) end
   end
   local cpu, wall = os.clock() - c0, mono() - w0
+  local mem = args.mem == "1" -- two reads of /proc, ten system calls: only when asked
   local body = string.format('{"transport":"%s","calls":%d,"wall_s":%.6f,"cpu_s":%.6f,"hwm_kb":%d,"rss_kb":%d}\n',
-    kind, n, wall, cpu, status_kb("VmHWM") or 0, status_kb("VmRSS") or 0)
+    kind, n, wall, cpu, mem and status_kb("VmHWM") or 0, mem and status_kb("VmRSS") or 0)
   ngx.header["Content-Type"] = "application/json"
   ngx.header["Content-Length"] = #body -- not chunked: bench.lua's client reads it over a kept-alive connection
   ngx.print(body)

@@ -53,7 +53,7 @@ fi
 
 dir=$(mktemp -d "${TMPDIR:-/tmp}/telnyx-sim-bench.XXXXXX")
 stop() {
-  for pidfile in "$dir/nginx.pid" "$dir/openresty.pid"; do
+  for pidfile in "$dir/nginx.pid" "$dir/openresty.pid" "$dir/work.pid"; do
     if [ -s "$pidfile" ]; then kill "$(cat "$pidfile")" 2>/dev/null || true; fi
   done
   rm -rf "$dir"
@@ -114,6 +114,7 @@ fi
 
 # The OpenResty side: its own nginx, one worker, on a third free port (same retries).
 or_port=""
+work_port=""
 if [ "$openresty" != 0 ]; then
   started=""
   user=""
@@ -134,10 +135,18 @@ if [ "$openresty" != 0 ]; then
     cat "$dir/start.log" "$dir/openresty-error.log" >&2 2>/dev/null || true
     exit 1
   fi
+  # The same server for bench.lua to run under callgrind (counting each transport's instructions per
+  # call): one process (no master), in the foreground, on a fourth port; bench.lua starts and stops it.
+  work_port=$(lua5.4 -e 'local socket = require("socket")
+    local a = assert(socket.bind("127.0.0.1", 0)); io.write((select(2, a:getsockname())), "\n"); a:close()')
+  sed -e "s#^daemon on;#daemon off; master_process off;#" -e "s#listen 127.0.0.1:$or_port;#listen 127.0.0.1:$work_port;#" \
+    -e "s#^pid .*#pid $dir/work.pid;#" -e "s#^error_log .*#error_log $dir/work-error.log warn;#" \
+    "$dir/openresty.conf" >"$dir/openresty-work.conf"
 fi
 
 status=0
-BENCH_DIR="$dir" BENCH_PORT="$port" BENCH_TLS_PORT="$tls_port" BENCH_OR_PORT="$or_port" lua5.4 bench/bench.lua \
+BENCH_DIR="$dir" BENCH_PORT="$port" BENCH_TLS_PORT="$tls_port" BENCH_OR_PORT="$or_port" \
+  BENCH_OR_WORK_PORT="${work_port:-}" lua5.4 bench/bench.lua \
   || status=$?
 if [ -s "$dir/error.log" ] && grep -q '\[error\]\|\[crit\]\|\[alert\]' "$dir/error.log"; then
   echo "bench: the stub logged errors:" >&2
