@@ -9,7 +9,7 @@
 #   make deps             install the Debian packages this needs (as root), or say which
 #   make memcheck         the suite (Lua 5.4, module at -O1 -g) under valgrind memcheck, #soak and #nginx excluded
 #   make asan             the suite against an ASan + UBSan build of the module (clang-14), #soak and #nginx excluded
-#   make fuzz             both libFuzzer targets (fuzz/), FUZZ_SECONDS each (default 600); fuzz-ci: 30 s each
+#   make fuzz             the libFuzzer targets (fuzz/), FUZZ_SECONDS each (default 600); fuzz-ci: 30 s each
 #   make generate         types/telnyx/sim.lua (LuaLS definitions) and README.md's operations table, from the module
 #   make contract         every operation, valid calls only, through Prism mocking the OpenAPI document (contract/)
 
@@ -48,7 +48,7 @@ TEST_ALL_LUAS = 5.4 5.1 5.2 5.3 luajit
 all: $(MODULE)
 
 # The module: the binding, the no-I/O core and the libcurl transport.
-CORE_SRC = src/rules.c src/operations.c src/interpret.c src/err.c src/json.c src/strbuf.c src/random.c src/config.c
+CORE_SRC = src/rules.c src/operations.c src/interpret.c src/err.c src/json.c src/http1.c src/strbuf.c src/random.c src/config.c
 SRC = lua_telnyx_sim.c src/batch.c src/transport.c $(CORE_SRC)
 HDR = $(wildcard src/*.h)
 
@@ -146,7 +146,7 @@ ASAN_MODULE = $(ASAN_DIR)/telnyx/sim.so
 ASAN_RT = libclang_rt.asan-x86_64.so
 SAN_FLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
 FUZZ_SECONDS ?= 600
-FUZZ_TARGETS = interpret request json
+FUZZ_TARGETS = interpret request json http1
 FUZZ_BINS = $(FUZZ_TARGETS:%=build/fuzz/fuzz_%)
 
 $(MEMCHECK_MODULE): $(SRC) $(HDR)

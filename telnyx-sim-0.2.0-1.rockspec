@@ -38,7 +38,7 @@ build = {
       ["telnyx.sim"] = {
          sources = {
             "lua_telnyx_sim.c", "src/batch.c", "src/transport.c", "src/rules.c", "src/operations.c", "src/interpret.c",
-            "src/err.c", "src/json.c", "src/strbuf.c", "src/random.c", "src/config.c",
+            "src/err.c", "src/json.c", "src/http1.c", "src/strbuf.c", "src/random.c", "src/config.c",
          },
          libraries = { "curl", "pthread", "m" },
          incdirs = { "$(CURL_INCDIR)" },

@@ -238,6 +238,28 @@ describe("telnyx.sim.http1", function()
       assert.equal("a", r.body)
     end)
 
+    it("a chunk size line of exactly 1 KiB is read, however it is cut (between its CR and LF too)", function()
+      local line = "1;" .. string.rep("e", 1022)
+      local bytes = response({ "HTTP/1.1 200 OK", "Transfer-Encoding: chunked" }, line .. "\r\na\r\n0\r\n\r\n")
+      local cr = bytes:find(line, 1, true) + #line -- the line's CR
+      for _, cut in ipairs{ cr - 1, cr, cr + 1 } do
+        local r = http1.response("GET", 4096)
+        assert.is_false(r:feed(bytes:sub(1, cut)))
+        assert.is_true(r:feed(bytes:sub(cut + 1)))
+        assert.equal("a", r.body)
+      end
+    end)
+
+    it("trailers over MAX_HEAD_BYTES, whole lines or not, whatever the cuts", function()
+      local line = "X-T: " .. string.rep("t", 1000) .. "\r\n"
+      local many = string.rep(line, math.ceil(http1.MAX_HEAD_BYTES / #line) + 1)
+      refused(response({ "HTTP/1.1 200 OK", "Transfer-Encoding: chunked" }, "0\r\n" .. many .. "\r\n"), "broken",
+        "trailers are too long")
+      local done, failure = read(response({ "HTTP/1.1 200 OK", "Transfer-Encoding: chunked" },
+        "0\r\n" .. line:rep(3) .. "\r\n"))
+      assert.is_true(done, failure)
+    end)
+
     it("interim responses without end: their heads count toward MAX_HEAD_BYTES together", function()
       local flood = string.rep("HTTP/1.1 100 Continue\r\n\r\n", math.ceil(http1.MAX_HEAD_BYTES / 25) + 1)
       local done, failure, why = read(flood .. response({ "HTTP/1.1 200 OK", "Content-Length: 0" }), { size = 4096 })
@@ -298,6 +320,32 @@ describe("telnyx.sim.http1", function()
       assert.is_nil((r:feed("HTTP/1.1 200 OK\r\n")))
     end)
   end)
+  describe("is_response", function()
+    it("tells a reader from anything else", function()
+      assert.is_true(http1.is_response(http1.response("GET", 10)))
+      for _, v in ipairs{ {}, "r", 1, io.stdout, true } do assert.is_false(http1.is_response(v)) end
+      assert.is_false(http1.is_response(nil))
+    end)
+
+    it("a reader's fields: status once the final head is in, body and reusable once whole", function()
+      local r = http1.response("GET", 100)
+      assert.is_nil(r.status)
+      assert.is_false(r:feed("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab"))
+      assert.equal(200, r.status)
+      assert.same({ ["Content-Length"] = "4" }, r.headers)
+      assert.is_nil(r.body)
+      assert.is_nil(r.reusable)
+      assert.is_true(r:feed("cd"))
+      assert.equal("abcd", r.body)
+      assert.is_true(r.reusable)
+      assert.is_nil(r.nothing)
+      assert.matches("^telnyx.sim.http1 response %(status 200, 4 body bytes%)$", tostring(r))
+      -- bytes after the response: refused, and what was read stays
+      assert.same({ nil, "broken", "bytes after the response" }, { r:feed("x") })
+      assert.equal("abcd", r.body)
+    end)
+  end)
+
   describe("randomized (a fixed seed: the same cases every run)", function()
     -- Park-Miller: every product stays below 2^53, so the cases are the same under every Lua
     local seed = 20261201

@@ -276,7 +276,10 @@ local function receive(state, sock, r, set_at)
     if reads % 8 == 0 then ngx.update_time() end
     local t = ngx.now()
     local left = state.deadline - t
-    if left <= 0 then return failed(state, "timeout", "the response did not arrive whole in time") end
+    if left <= 0 then
+      state.status = r.status
+      return failed(state, "timeout", "the response did not arrive whole in time")
+    end
     if t ~= set_at then -- the read timeout is what is left; unchanged while the clock is
       sock:settimeout(to_ms(left))
       set_at = t
@@ -288,11 +291,14 @@ local function receive(state, sock, r, set_at)
     elseif err == "closed" then
       done, failure, why = r:closed()
     else
+      state.status = r.status
       return failed(state, err == "timeout" and "timeout" or "broken", "reading the response: " .. tostring(err))
     end
-    state.status = r.status
     if done then return r end
-    if done == nil then return failed(state, failure, why) end
+    if done == nil then
+      state.status = r.status
+      return failed(state, failure, why)
+    end
   end
 end
 
@@ -324,7 +330,7 @@ local function exchange(state, http, path, request, max_bytes)
   -- the whole response is in: the connection may serve the next attempt (unless the server said close)
   if not (r.reusable and sock:setkeepalive()) then pcall(httpc.close, httpc) end
   state.httpc = nil
-  return r.status, r.headers, r.body
+  return r.status, r -- the reader itself, for client:interpret (see send)
 end
 
 -- The transport of a client: one attempt per call, bounded as a whole by
@@ -395,6 +401,9 @@ local function send(self, req)
   if type(status) == "number" then
     if status ~= status or status < 100 or status > 999 then -- not HTTP: it may have arrived
       return { failure = "broken", message = "the transport returned status " .. tostring(status) }
+    end
+    if http1.is_response(headers) then -- a whole response read by telnyx.sim.http1 (the cosocket transport's)
+      return { status = status, response = headers }
     end
     return { status = status, headers = type(headers) == "table" and headers or {},
       body = type(body) == "string" and body or "" }
@@ -561,7 +570,8 @@ end
 function Pace:retry(reply, retry_in)
   local b = self.batch
   if b.stopped then return STOPPED end
-  if (not reply.failure and reply.status == 429) or (reply.headers and retry_after_of(reply.headers) > 0) then
+  local headers = reply.headers or (reply.response and reply.response.headers)
+  if (not reply.failure and reply.status == 429) or (headers and retry_after_of(headers) > 0) then
     ngx.update_time()
     local t = ngx.now() + retry_in
     if t > b.pause_until then b.pause_until = t end
