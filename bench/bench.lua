@@ -25,7 +25,8 @@
 -- BENCH_NODE_N (3000), BENCH_OFFLINE_N (100 decodes of the 1,000-card body), BENCH_RSS_N (100000),
 -- BENCH_FANOUT_N (1000), BENCH_FANOUT_ROUNDS (3), BENCH_FANOUT (0: skip part 2),
 -- BENCH_OR_N (2000 calls per transport per round, one per request), BENCH_OR_LOOP (2000 calls in one
--- request), BENCH_OR_ROUNDS (7), BENCH_OR_WORK_N (300 requests per count), BENCH_OPENRESTY (0: skip part 3; read by bench/run.sh, which then
+-- request), BENCH_OR_ROUNDS (7), BENCH_OR_WORK_N (300 requests per count),
+-- BENCH_OPENRESTY (0: skip part 3; read by bench/run.sh, which then
 -- starts no second nginx and passes no BENCH_OR_PORT),
 -- BENCH_CHECK (1: exit 1 when a target is missed).
 

@@ -173,6 +173,19 @@ describe("client:interpret", function()
       end)
     end
 
+    it("a header sent twice counts by its first copy, as a table's list does", function()
+      local bytes = raw("HTTP/1.1 503 Service Unavailable", { "X-Should-Retry: true", "X-Should-Retry: false",
+        "X-Request-Id: first", "X-Request-Id: " .. string.rep("s", 200), "Retry-After: 2", "Retry-After: 30" }, "")
+      local list = assert(client:request("list_sim_cards", {}))
+      local from_reader = { client:interpret(list, { response = reader(bytes) }, 1) }
+      local from_table = { client:interpret(list, { status = 503, headers = { ["X-Should-Retry"] = { "true", "false" },
+        ["X-Request-Id"] = { "first", string.rep("s", 200) }, ["Retry-After"] = { "2", "30" } }, body = "" }, 1) }
+      assert.same(from_table, from_reader)
+      assert.equal("first", from_reader[2].request_id)
+      assert.is_true(from_reader[2].retryable)
+      assert.equal(2, from_reader[3])
+    end)
+
     it("res from the reader's body: a 202's cards", function()
       local res = assert(client:interpret(req, { response = reader(cases[1]) }))
       assert.equal("c9", res.data[1].id)

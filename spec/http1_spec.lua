@@ -258,7 +258,30 @@ describe("telnyx.sim.http1", function()
       local done, failure = read(response({ "HTTP/1.1 200 OK", "Transfer-Encoding: chunked" },
         "0\r\n" .. line:rep(3) .. "\r\n"))
       assert.is_true(done, failure)
+      -- trailers of exactly MAX_HEAD_BYTES end well, even when the empty line's CR comes alone
+      local pad = http1.MAX_HEAD_BYTES - 2 * #line - 2 - #"X-P: "
+      local exact = line:rep(2) .. "X-P: " .. string.rep("p", pad) .. "\r\n"
+      assert.equal(http1.MAX_HEAD_BYTES, #exact)
+      local bytes = response({ "HTTP/1.1 200 OK", "Transfer-Encoding: chunked" }, "0\r\n" .. exact .. "\r\n")
+      local r = http1.response("GET", 4096)
+      assert.is_false(r:feed(bytes:sub(1, -2)))
+      assert.is_true(r:feed("\n"))
+      assert.is_nil(read(response({ "HTTP/1.1 200 OK", "Transfer-Encoding: chunked" }, "0\r\n" .. exact .. "X\r\n\r\n")))
     end)
+
+    it("trailers trickled a byte at a time (a line of bare CRs that never ends) still end at the limit",
+      function()
+        local r = http1.response("GET", 4096)
+        assert.is_false(r:feed("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: "))
+        local done, failure, why
+        for _ = 1, http1.MAX_HEAD_BYTES do
+          done, failure, why = r:feed("\r")
+          if done ~= false then break end
+        end
+        assert.is_nil(done)
+        assert.equal("broken", failure)
+        assert.matches("trailers are too long", why)
+      end)
 
     it("interim responses without end: their heads count toward MAX_HEAD_BYTES together", function()
       local flood = string.rep("HTTP/1.1 100 Continue\r\n\r\n", math.ceil(http1.MAX_HEAD_BYTES / 25) + 1)

@@ -440,6 +440,15 @@ describe_nginx("telnyx.sim.resty in nginx #nginx", function()
       assert.equal("Bearer " .. KEY, stub:last_request().headers["authorization"])
     end)
 
+    it("a custom transport returning a reader that has not read a whole response: broken, not re-sent", function()
+      local out = call{ op = "purchase_esims", params = { amount = 1 },
+        client = { transport = "half_reader", base_url = stub.base_url, max_retries = 2 } }
+      assert.equal("connection", out.err.kind)
+      assert.is_false(out.err.retryable)
+      assert.equal(1, out.err.attempts)
+      assert.matches("has not read a whole response", out.err.message)
+    end)
+
     it("a custom transport's provable 'not sent' is retried, a bare error is not", function()
       local out = call{ op = "purchase_esims", params = { amount = 1 },
         client = { transport = "custom", base_url = "http://127.0.0.1:" .. nginx.free_port() .. "/v2", max_retries = 1 } }

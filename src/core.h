@@ -72,6 +72,7 @@ struct response_meta {
   double retry_after; /* seconds from retry-after-ms or Retry-After; < 0: none */
   int have_retry_ms;  /* retry-after-ms wins over Retry-After */
   int should_retry;   /* x-should-retry: -1 absent, 0 false, 1 true */
+  unsigned seen;      /* the headers noted so far: a header sent twice counts by its first copy */
 };
 
 /* One attempt as the rules see it, whichever transport produced it. */

@@ -5,8 +5,11 @@
  * not finish (part of a head, of a chunk's size line) is kept, in `pend`, and
  * searched from where the last search stopped, so every byte is looked at a
  * bounded number of times whatever the cuts. Body bytes go straight to
- * `body`. Limits: all heads together (interim ones too) TSIM_HTTP1_MAX_HEAD;
- * the body max_body, and a chunked body's framing as much again.
+ * `body`. Limits: all heads together (interim ones too) TSIM_HTTP1_MAX_HEAD,
+ * and the trailers as much again; the body max_body, and a chunked body's
+ * framing as much again. Running out of memory fails the read ("broken"):
+ * nothing here raises in the middle of a step, so a reader is never left
+ * half-updated.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -31,11 +34,12 @@ struct tsim_http1 {
   struct strbuf pend;         /* bytes a step could not finish with */
   struct strbuf head;         /* the final head, for r.headers */
   struct strbuf body;
-  size_t head_bytes, scanned; /* all heads so far; bytes of pend searched for a head's end */
+  size_t head_bytes, scanned; /* all heads so far; bytes of pend searched for a line's or head's end */
   size_t left, framing_bytes, trailer_bytes;
+  unsigned long long length;  /* Content-Length */
   enum framing_kind framing;
   long status;                /* 0 until the final head is in */
-  int keep_alive, reusable;
+  int keep_alive, reusable, have_headers;
   const char *failure, *why;  /* a failure's, static or in why_buf */
   char why_buf[96];
   struct response_meta meta;
@@ -103,6 +107,18 @@ static enum step fail(struct tsim_http1 *r, const char *failure, const char *why
 static enum step too_large_body(struct tsim_http1 *r) {
   snprintf(r->why_buf, sizeof r->why_buf, "the response body is over max_response_bytes (%zu)", r->max_body);
   return fail(r, "too_large", r->why_buf);
+}
+
+/* Appends s[0..n) to b: 1, or 0 (failed: no memory). */
+static int keep(struct tsim_http1 *r, struct strbuf *b, const char *s, size_t n) {
+  if (n == 0) return 1;
+  if (!strbuf_reserve(b, n)) {
+    fail(r, "broken", "not enough memory to read the response");
+    return 0;
+  }
+  memcpy(b->data + b->len, s, n);
+  b->len += n;
+  return 1;
 }
 
 /* ===================================================================== */
@@ -201,7 +217,8 @@ static int status_line(const char *p, const char *end, int *minor, long *status)
 
 /* The body's framing (RFC 9112 6.3) into r->framing and r->left: 1, or 0 (failed). */
 static int body_framing(struct tsim_http1 *r, const struct framing *f) {
-  size_t i, length = 0;
+  size_t i;
+  unsigned long long length = 0;
   r->framing = FRAMED_CLOSE;
   if (r->head_method || r->status < 200 || r->status == 204 || r->status == 304) {
     r->framing = FRAMED_NONE;
@@ -212,15 +229,15 @@ static int body_framing(struct tsim_http1 *r, const struct framing *f) {
       fail(r, "broken", "Content-Length is sent twice, with two values");
       return 0;
     }
-    for (i = 0; i < f->cl.n && f->cl.p[i] >= '0' && f->cl.p[i] <= '9'; i++) {
-      length = length * 10 + (size_t)(f->cl.p[i] - '0');
+    for (i = 0; i < f->cl.n && i < 15 && f->cl.p[i] >= '0' && f->cl.p[i] <= '9'; i++) {
+      length = length * 10 + (unsigned long long)(f->cl.p[i] - '0'); /* 15 digits: no overflow */
     }
     if (f->cl.n == 0 || f->cl.n > 15 || i < f->cl.n) {
       fail(r, "broken", "Content-Length is not a number of bytes");
       return 0;
     }
     r->framing = FRAMED_LENGTH;
-    r->left = length;
+    r->length = length;
   }
   return 1;
 }
@@ -246,10 +263,10 @@ static enum step finish(struct tsim_http1 *r, const struct input *x) {
 }
 
 /* Keeps up to r->left body bytes of x: AGAIN once they are all in, MORE if not. */
-static enum step take_left(lua_State *L, struct tsim_http1 *r, struct input *x) {
+static enum step take_left(struct tsim_http1 *r, struct input *x) {
   size_t take = x->n - x->pos < r->left ? x->n - x->pos : r->left;
   if (r->body.len + take > r->max_body) return too_large_body(r);
-  sb_add(L, &r->body, x->in + x->pos, take);
+  if (!keep(r, &r->body, x->in + x->pos, take)) return FAILED;
   x->pos += take;
   r->left -= take;
   return r->left == 0 ? AGAIN : MORE;
@@ -258,20 +275,23 @@ static enum step take_left(lua_State *L, struct tsim_http1 *r, struct input *x) 
 /* A final head is in: its framing decides the next state. */
 static enum step begin_body(struct tsim_http1 *r, struct input *x, const struct framing *f, int minor) {
   if (!body_framing(r, f)) return FAILED;
-  if (r->framing == FRAMED_LENGTH && r->left > r->max_body) {
-    snprintf(r->why_buf, sizeof r->why_buf, "Content-Length %zu is over max_response_bytes (%zu)", r->left,
+  if (r->framing == FRAMED_LENGTH && r->length > r->max_body) {
+    snprintf(r->why_buf, sizeof r->why_buf, "Content-Length %llu is over max_response_bytes (%zu)", r->length,
              r->max_body);
     return fail(r, "too_large", r->why_buf);
   }
+  r->left = (size_t)r->length; /* at most max_body */
   r->keep_alive = keeps_alive(minor, r->status, f);
+  r->have_headers = 1;
   if (r->framing == FRAMED_NONE || (r->framing == FRAMED_LENGTH && r->left == 0)) return finish(r, x);
-  if (r->framing == FRAMED_LENGTH) (void)strbuf_reserve(&r->body, r->left); /* one allocation; else it grows */
+  /* one allocation for a typical answer, not more than 64 KiB on the server's word alone */
+  if (r->framing == FRAMED_LENGTH) (void)strbuf_reserve(&r->body, r->left < 65536 ? r->left : 65536);
   r->state = r->framing == FRAMED_CHUNKED ? S_CHUNK_SIZE : r->framing == FRAMED_CLOSE ? S_CLOSE : S_LENGTH;
   return AGAIN;
 }
 
 /* A head [p, end) (its empty line not included): interim ones are skipped. */
-static enum step one_head(lua_State *L, struct tsim_http1 *r, struct input *x, const char *p, const char *end) {
+static enum step one_head(struct tsim_http1 *r, struct input *x, const char *p, const char *end) {
   struct framing f;
   int minor = 0;
   long status = 0;
@@ -283,7 +303,7 @@ static enum step one_head(lua_State *L, struct tsim_http1 *r, struct input *x, c
   if (status < 200 && status != 101) return AGAIN; /* an interim response: the final one follows */
   r->status = status; /* known from here on, for a failure's report too */
   r->head.len = 0;
-  sb_add(L, &r->head, p, (size_t)(end - p));
+  if (!keep(r, &r->head, p, (size_t)(end - p))) return FAILED;
   return begin_body(r, x, &f, minor);
 }
 
@@ -292,7 +312,7 @@ static enum step head_too_large(struct tsim_http1 *r) {
   return fail(r, "too_large", r->why_buf);
 }
 
-static enum step step_head(lua_State *L, struct tsim_http1 *r, struct input *x) {
+static enum step step_head(struct tsim_http1 *r, struct input *x) {
   const char *start = x->in + x->pos, *end = x->in + x->n, *from, *e = NULL;
   size_t skip = r->scanned > 3 ? r->scanned - 3 : 0, len;
   for (from = start + skip; from + 4 <= end; from++) {
@@ -309,17 +329,17 @@ static enum step step_head(lua_State *L, struct tsim_http1 *r, struct input *x) 
   if (r->head_bytes > TSIM_HTTP1_MAX_HEAD) return head_too_large(r);
   x->pos += len;
   r->scanned = 0;
-  return one_head(L, r, x, start, e);
+  return one_head(r, x, start, e);
 }
 
-static enum step step_length(lua_State *L, struct tsim_http1 *r, struct input *x) {
-  enum step s = take_left(L, r, x);
+static enum step step_length(struct tsim_http1 *r, struct input *x) {
+  enum step s = take_left(r, x);
   return s == AGAIN ? finish(r, x) : s;
 }
 
-static enum step step_close(lua_State *L, struct tsim_http1 *r, struct input *x) {
+static enum step step_close(struct tsim_http1 *r, struct input *x) {
   if (r->body.len + (x->n - x->pos) > r->max_body) return too_large_body(r);
-  sb_add(L, &r->body, x->in + x->pos, x->n - x->pos);
+  if (!keep(r, &r->body, x->in + x->pos, x->n - x->pos)) return FAILED;
   x->pos = x->n;
   return MORE;
 }
@@ -352,7 +372,7 @@ static enum step step_chunk_size(struct tsim_http1 *r, struct input *x) {
   x->pos += (size_t)(e - p) + 2;
   if (size == 0) {
     r->state = S_TRAILERS;
-    r->trailer_bytes = 0;
+    r->trailer_bytes = r->scanned = 0;
   } else {
     r->state = S_CHUNK_DATA;
     r->left = size > SIZE_MAX ? SIZE_MAX : (size_t)size; /* over max_body: fails as its bytes arrive */
@@ -360,8 +380,8 @@ static enum step step_chunk_size(struct tsim_http1 *r, struct input *x) {
   return AGAIN;
 }
 
-static enum step step_chunk_data(lua_State *L, struct tsim_http1 *r, struct input *x) {
-  enum step s = take_left(L, r, x);
+static enum step step_chunk_data(struct tsim_http1 *r, struct input *x) {
+  enum step s = take_left(r, x);
   if (s == AGAIN) r->state = S_CHUNK_END;
   return s;
 }
@@ -378,26 +398,37 @@ static enum step step_chunk_end(struct tsim_http1 *r, struct input *x) {
 }
 
 /* After the last chunk: trailer lines (ignored) up to an empty line, all of
- * them within TSIM_HTTP1_MAX_HEAD (checked on whole lines and partial ones
- * alike, so the cuts do not change the verdict). */
+ * them within TSIM_HTTP1_MAX_HEAD. A partial line is searched from where the
+ * last search stopped, and counted by the least it will be once whole, so
+ * the cuts never change the verdict (a lone CR may be the empty line's). */
 static enum step step_trailers(struct tsim_http1 *r, struct input *x) {
-  const char *p = x->in + x->pos, *end = x->in + x->n, *e = find_crlf(p, end);
-  size_t line = (size_t)((e ? e + 2 : end) - p);
-  if (e != p && r->trailer_bytes + line > TSIM_HTTP1_MAX_HEAD) return fail(r, "broken", "the trailers are too long");
-  if (e == NULL) return MORE;
+  const char *p = x->in + x->pos, *end = x->in + x->n;
+  const char *e = find_crlf(p + (r->scanned > 0 ? r->scanned - 1 : 0), end);
+  size_t have = (size_t)(end - p), line;
+  if (e == NULL) {
+    r->scanned = have;
+    if (have > 0 && !(have == 1 && *p == '\r')) {
+      size_t least = have + (end[-1] == '\r' ? 1 : 2); /* the line once whole, its CRLF included */
+      if (r->trailer_bytes + least > TSIM_HTTP1_MAX_HEAD) return fail(r, "broken", "the trailers are too long");
+    }
+    return MORE;
+  }
+  r->scanned = 0;
+  line = (size_t)(e - p) + 2;
   x->pos += line;
   if (e == p) return finish(r, x);
+  if (r->trailer_bytes + line > TSIM_HTTP1_MAX_HEAD) return fail(r, "broken", "the trailers are too long");
   r->trailer_bytes += line;
   return AGAIN;
 }
 
-static enum step step(lua_State *L, struct tsim_http1 *r, struct input *x) {
+static enum step step(struct tsim_http1 *r, struct input *x) {
   switch (r->state) {
-    case S_HEAD: return step_head(L, r, x);
-    case S_LENGTH: return step_length(L, r, x);
-    case S_CLOSE: return step_close(L, r, x);
+    case S_HEAD: return step_head(r, x);
+    case S_LENGTH: return step_length(r, x);
+    case S_CLOSE: return step_close(r, x);
     case S_CHUNK_SIZE: return step_chunk_size(r, x);
-    case S_CHUNK_DATA: return step_chunk_data(L, r, x);
+    case S_CHUNK_DATA: return step_chunk_data(r, x);
     case S_CHUNK_END: return step_chunk_end(r, x);
     case S_TRAILERS: return step_trailers(r, x);
     default: return fail(r, "broken", "bytes after the response");
@@ -425,15 +456,15 @@ static int push_outcome(lua_State *L, struct tsim_http1 *r, enum step s) {
   return 1;
 }
 
-/* Keeps x's unconsumed bytes in pend (they may be pend's own). */
-static void keep_rest(lua_State *L, struct tsim_http1 *r, const struct input *x) {
+/* Keeps x's unconsumed bytes in pend (they may be pend's own): MORE, or FAILED. */
+static enum step keep_rest(struct tsim_http1 *r, const struct input *x) {
   size_t rest = x->n - x->pos;
   if (x->in == r->pend.data) {
     if (x->pos > 0 && rest > 0) memmove(r->pend.data, r->pend.data + x->pos, rest);
     r->pend.len = rest;
-  } else if (rest > 0) {
-    sb_add(L, &r->pend, x->in + x->pos, rest);
+    return MORE;
   }
+  return keep(r, &r->pend, x->in + x->pos, rest) ? MORE : FAILED;
 }
 
 /* r:feed(piece): the next piece of the response. */
@@ -450,15 +481,15 @@ static int reader_feed(lua_State *L) {
     return 3;
   }
   if (r->pend.len > 0) { /* what is left of the last piece, and this one */
-    sb_add(L, &r->pend, piece, n);
+    if (!keep(r, &r->pend, piece, n)) return push_outcome(L, r, FAILED);
     piece = r->pend.data;
     n = r->pend.len;
   }
   x.in = piece;
   x.pos = 0;
   x.n = n;
-  do { s = step(L, r, &x); } while (s == AGAIN);
-  if (s == MORE) keep_rest(L, r, &x);
+  do { s = step(r, &x); } while (s == AGAIN);
+  if (s == MORE) s = keep_rest(r, &x);
   else r->pend.len = 0;
   return push_outcome(L, r, s);
 }
@@ -519,12 +550,12 @@ static void push_headers(lua_State *L, const struct tsim_http1 *r) {
 
 static int reader_index(lua_State *L) {
   struct tsim_http1 *r = check_reader(L);
-  const char *k = luaL_checkstring(L, 2);
+  const char *k = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : "";
   int whole = r->state == S_DONE && r->failure == NULL;
   if (strcmp(k, "feed") == 0) lua_pushvalue(L, lua_upvalueindex(1)); /* made once: no closure per lookup */
   else if (strcmp(k, "closed") == 0) lua_pushvalue(L, lua_upvalueindex(2));
   else if (strcmp(k, "status") == 0 && r->status != 0) lua_pushinteger(L, (lua_Integer)r->status);
-  else if (strcmp(k, "headers") == 0 && r->status != 0) push_headers(L, r);
+  else if (strcmp(k, "headers") == 0 && r->have_headers) push_headers(L, r);
   else if (strcmp(k, "body") == 0 && whole) lua_pushlstring(L, r->body.data ? r->body.data : "", r->body.len);
   else if (strcmp(k, "reusable") == 0 && whole) lua_pushboolean(L, r->reusable);
   else lua_pushnil(L);

@@ -22,6 +22,7 @@ void tsim_meta_reset(struct response_meta *m) {
   m->retry_after = -1;
   m->have_retry_ms = 0;
   m->should_retry = -1;
+  m->seen = 0;
 }
 
 static int name_is(const char *name, size_t n, const char *lower) {
@@ -83,23 +84,36 @@ static double seconds_until_http_date(const char *v, size_t n) {
          (double)time(NULL);
 }
 
-/* Notes one response header (value already trimmed). */
+/* The headers the rules read, in the order of the bits of response_meta.seen. */
+static const char *const meta_names[] = {"x-request-id", "location", "content-type", "x-should-retry",
+                                         "retry-after-ms", "retry-after", NULL};
+
+/* Notes one response header (value already trimmed). A header sent twice
+ * counts by its first copy, whichever transport read it (a headers table
+ * gives a list's first value). */
 void tsim_meta_note(struct response_meta *m, const char *name, size_t nlen, const char *v, size_t vlen) {
-  if (name_is(name, nlen, "x-request-id")) {
-    keep_header_value(m->request_id, sizeof m->request_id, v, vlen);
-  } else if (name_is(name, nlen, "location")) {
-    keep_header_value(m->location, sizeof m->location, v, vlen);
-  } else if (name_is(name, nlen, "content-type")) {
-    keep_header_value(m->content_type, sizeof m->content_type, v, vlen);
-  } else if (name_is(name, nlen, "x-should-retry")) {
-    if (vlen == 4 && strncmp(v, "true", 4) == 0) m->should_retry = 1;
-    else if (vlen == 5 && strncmp(v, "false", 5) == 0) m->should_retry = 0;
-  } else if (name_is(name, nlen, "retry-after-ms")) {
-    double ms = parse_seconds(v, vlen);
-    if (ms >= 0) { m->retry_after = ms / 1000.0; m->have_retry_ms = 1; }
-  } else if (name_is(name, nlen, "retry-after") && !m->have_retry_ms) {
-    double s = parse_seconds(v, vlen);
-    m->retry_after = s >= 0 ? s : seconds_until_http_date(v, vlen);
+  int i;
+  for (i = 0; meta_names[i] != NULL && !name_is(name, nlen, meta_names[i]); i++) {}
+  if (meta_names[i] == NULL || (m->seen & (1u << i))) return;
+  m->seen |= 1u << i;
+  switch (i) {
+    case 0: keep_header_value(m->request_id, sizeof m->request_id, v, vlen); break;
+    case 1: keep_header_value(m->location, sizeof m->location, v, vlen); break;
+    case 2: keep_header_value(m->content_type, sizeof m->content_type, v, vlen); break;
+    case 3:
+      if (vlen == 4 && strncmp(v, "true", 4) == 0) m->should_retry = 1;
+      else if (vlen == 5 && strncmp(v, "false", 5) == 0) m->should_retry = 0;
+      break;
+    case 4: {
+      double ms = parse_seconds(v, vlen);
+      if (ms >= 0) { m->retry_after = ms / 1000.0; m->have_retry_ms = 1; }
+      break;
+    }
+    default:
+      if (!m->have_retry_ms) {
+        double s = parse_seconds(v, vlen);
+        m->retry_after = s >= 0 ? s : seconds_until_http_date(v, vlen);
+      }
   }
 }
 

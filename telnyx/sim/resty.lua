@@ -319,13 +319,15 @@ local function exchange(state, http, path, request, max_bytes)
   if left <= 0 then return failed(state, "connect_timeout", "connected, but with no time left to send") end
   local sock = httpc.sock
   sock:settimeout(to_ms(left))
+  local bytes, reader = http1.request(request.method, path, state.origin.host_header, request.headers, request.body),
+    http1.response(request.method, max_bytes)
   state.sent = true -- the request may arrive from here on, whatever happens next
-  ok, err = sock:send(http1.request(request.method, path, state.origin.host_header, request.headers, request.body))
+  ok, err = sock:send(bytes)
   if not ok then
     return failed(state, err == "timeout" and "timeout" or "broken", "sending the request: " .. tostring(err))
   end
   local r
-  r, failure = receive(state, sock, http1.response(request.method, max_bytes), t)
+  r, failure = receive(state, sock, reader, t)
   if not r then return nil, failure end
   -- the whole response is in: the connection may serve the next attempt (unless the server said close)
   if not (r.reusable and sock:setkeepalive()) then pcall(httpc.close, httpc) end
@@ -402,7 +404,11 @@ local function send(self, req)
     if status ~= status or status < 100 or status > 999 then -- not HTTP: it may have arrived
       return { failure = "broken", message = "the transport returned status " .. tostring(status) }
     end
-    if http1.is_response(headers) then -- a whole response read by telnyx.sim.http1 (the cosocket transport's)
+    if http1.is_response(headers) then -- a response read by telnyx.sim.http1 (the cosocket transport's)
+      if headers.body == nil then -- sent, and then not read whole: it may have arrived
+        return { failure = "broken", status = headers.status,
+          message = "the transport returned a telnyx.sim.http1 reader that has not read a whole response" }
+      end
       return { status = status, response = headers }
     end
     return { status = status, headers = type(headers) == "table" and headers or {},
