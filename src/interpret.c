@@ -84,7 +84,8 @@ static double seconds_until_http_date(const char *v, size_t n) {
          (double)time(NULL);
 }
 
-/* The headers the rules read, in the order of the bits of response_meta.seen. */
+/* The headers the rules read; response_meta.seen has a bit for each. */
+enum meta_header { M_REQUEST_ID, M_LOCATION, M_CONTENT_TYPE, M_SHOULD_RETRY, M_RETRY_MS, M_RETRY_AFTER };
 static const char *const meta_names[] = {"x-request-id", "location", "content-type", "x-should-retry",
                                          "retry-after-ms", "retry-after", NULL};
 
@@ -96,20 +97,20 @@ void tsim_meta_note(struct response_meta *m, const char *name, size_t nlen, cons
   for (i = 0; meta_names[i] != NULL && !name_is(name, nlen, meta_names[i]); i++) {}
   if (meta_names[i] == NULL || (m->seen & (1u << i))) return;
   m->seen |= 1u << i;
-  switch (i) {
-    case 0: keep_header_value(m->request_id, sizeof m->request_id, v, vlen); break;
-    case 1: keep_header_value(m->location, sizeof m->location, v, vlen); break;
-    case 2: keep_header_value(m->content_type, sizeof m->content_type, v, vlen); break;
-    case 3:
+  switch ((enum meta_header)i) {
+    case M_REQUEST_ID: keep_header_value(m->request_id, sizeof m->request_id, v, vlen); break;
+    case M_LOCATION: keep_header_value(m->location, sizeof m->location, v, vlen); break;
+    case M_CONTENT_TYPE: keep_header_value(m->content_type, sizeof m->content_type, v, vlen); break;
+    case M_SHOULD_RETRY:
       if (vlen == 4 && strncmp(v, "true", 4) == 0) m->should_retry = 1;
       else if (vlen == 5 && strncmp(v, "false", 5) == 0) m->should_retry = 0;
       break;
-    case 4: {
+    case M_RETRY_MS: {
       double ms = parse_seconds(v, vlen);
       if (ms >= 0) { m->retry_after = ms / 1000.0; m->have_retry_ms = 1; }
       break;
     }
-    default:
+    case M_RETRY_AFTER:
       if (!m->have_retry_ms) {
         double s = parse_seconds(v, vlen);
         m->retry_after = s >= 0 ? s : seconds_until_http_date(v, vlen);

@@ -229,7 +229,8 @@ end
 -- A failed attempt: its connection closed, the failure in client:interpret's terms.
 local function failed(state, failure, message, permanent)
   if state.httpc then pcall(state.httpc.close, state.httpc) end
-  return nil, { failure = failure, message = state.origin.where .. ": " .. message, status = state.status,
+  return nil, { failure = failure, message = state.origin.where .. ": " .. message,
+    status = state.reader and state.reader.status, -- once a final head was in
     permanent = permanent }
 end
 
@@ -276,10 +277,7 @@ local function receive(state, sock, r, set_at)
     if reads % 8 == 0 then ngx.update_time() end
     local t = ngx.now()
     local left = state.deadline - t
-    if left <= 0 then
-      state.status = r.status
-      return failed(state, "timeout", "the response did not arrive whole in time")
-    end
+    if left <= 0 then return failed(state, "timeout", "the response did not arrive whole in time") end
     if t ~= set_at then -- the read timeout is what is left; unchanged while the clock is
       sock:settimeout(to_ms(left))
       set_at = t
@@ -291,14 +289,10 @@ local function receive(state, sock, r, set_at)
     elseif err == "closed" then
       done, failure, why = r:closed()
     else
-      state.status = r.status
       return failed(state, err == "timeout" and "timeout" or "broken", "reading the response: " .. tostring(err))
     end
     if done then return r end
-    if done == nil then
-      state.status = r.status
-      return failed(state, failure, why)
-    end
+    if done == nil then return failed(state, failure, why) end
   end
 end
 
@@ -319,15 +313,15 @@ local function exchange(state, http, path, request, max_bytes)
   if left <= 0 then return failed(state, "connect_timeout", "connected, but with no time left to send") end
   local sock = httpc.sock
   sock:settimeout(to_ms(left))
-  local bytes, reader = http1.request(request.method, path, state.origin.host_header, request.headers, request.body),
-    http1.response(request.method, max_bytes)
+  local bytes = http1.request(request.method, path, state.origin.host_header, request.headers, request.body)
+  state.reader = http1.response(request.method, max_bytes)
   state.sent = true -- the request may arrive from here on, whatever happens next
   ok, err = sock:send(bytes)
   if not ok then
     return failed(state, err == "timeout" and "timeout" or "broken", "sending the request: " .. tostring(err))
   end
   local r
-  r, failure = receive(state, sock, reader, t)
+  r, failure = receive(state, sock, state.reader, t)
   if not r then return nil, failure end
   -- the whole response is in: the connection may serve the next attempt (unless the server said close)
   if not (r.reusable and sock:setkeepalive()) then pcall(httpc.close, httpc) end
