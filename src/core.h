@@ -92,6 +92,8 @@ struct retry_verdict {
   double delay;  /* seconds to wait first */
 };
 
+/* Whether name[0..n) is `lower` (a lower-case literal) in any case. */
+int tsim_name_is(const char *name, size_t n, const char *lower);
 void tsim_meta_reset(struct response_meta *m);
 void tsim_meta_note(struct response_meta *m, const char *name, size_t nlen, const char *v, size_t vlen);
 /* Pushes res and returns 1, or pushes err (retryable, retry_after) and returns 0. */

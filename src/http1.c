@@ -64,10 +64,6 @@ static int is_blank(char c) {
   return c == ' ' || c == '\t';
 }
 
-static int ascii_lower(unsigned char c) {
-  return (c >= 'A' && c <= 'Z') ? c + ('a' - 'A') : c;
-}
-
 static struct span trim(const char *p, size_t n) {
   struct span s;
   while (n > 0 && is_blank(*p)) { p++; n--; }
@@ -79,12 +75,7 @@ static struct span trim(const char *p, size_t n) {
 
 /* Whether s is `lower` (a lower-case literal) in any case. */
 static int span_is(struct span s, const char *lower) {
-  size_t i;
-  if (s.n != strlen(lower)) return 0;
-  for (i = 0; i < s.n; i++) {
-    if (ascii_lower((unsigned char)s.p[i]) != lower[i]) return 0;
-  }
-  return 1;
+  return tsim_name_is(s.p, s.n, lower);
 }
 
 /* The first CRLF in [p, end), or NULL. */

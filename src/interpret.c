@@ -25,7 +25,7 @@ void tsim_meta_reset(struct response_meta *m) {
   m->seen = 0;
 }
 
-static int name_is(const char *name, size_t n, const char *lower) {
+int tsim_name_is(const char *name, size_t n, const char *lower) {
   size_t i;
   if (strlen(lower) != n) return 0;
   for (i = 0; i < n; i++)
@@ -94,7 +94,7 @@ static const char *const meta_names[] = {"x-request-id", "location", "content-ty
  * gives a list's first value). */
 void tsim_meta_note(struct response_meta *m, const char *name, size_t nlen, const char *v, size_t vlen) {
   int i;
-  for (i = 0; meta_names[i] != NULL && !name_is(name, nlen, meta_names[i]); i++) {}
+  for (i = 0; meta_names[i] != NULL && !tsim_name_is(name, nlen, meta_names[i]); i++) {}
   if (meta_names[i] == NULL || (m->seen & (1u << i))) return;
   m->seen |= 1u << i;
   switch ((enum meta_header)i) {
