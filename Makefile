@@ -2,7 +2,9 @@
 #   make                  build/lua5.4/telnyx/sim.so
 #   make LUA=5.1|5.2|5.3|5.4|luajit
 #   make test             the busted suite under $(LUA)
-#   make test-all         the busted suite under 5.4, 5.1, 5.2, 5.3 and luajit, each against its own build
+#   make test-all         the busted suite under 5.4, 5.1, 5.2, 5.3 and luajit, each against its own build,
+#                         then under 5.4 again with OpenResty's lua-cjson fork (CJSON=fork)
+#   make test CJSON=fork  the suite (nginx's too) with the fork built from ../shared/vendor, not Debian's 2.1.0
 #   make demo             the examples against the stub server (or the real API with TELNYX_API_KEY)
 #   make demo-openresty   examples/openresty/ in Debian's nginx + lua module, against the stub server
 #   make bench [CHECK=1]  module vs bare libcurl + cjson vs the Node SDK (bench/); CHECK=1: targets set the exit status
@@ -35,7 +37,19 @@ endif
 BUILD = build/$(LUA_TAG)
 MODULE = $(BUILD)/telnyx/sim.so
 BUSTED = busted --lua=$(LUA_BIN)
-TEST_ENV = LUA_CPATH='$(CURDIR)/$(BUILD)/?.so;;' LUA_PATH='$(CURDIR)/?.lua;$(CURDIR)/?/init.lua;;'
+
+# CJSON=fork: the specs load OpenResty's lua-cjson fork (what LuaRocks and OpenResty install), built
+# from the vendored copy, instead of the installed one (Debian's 2.1.0); nginx's LuaJIT loads it too.
+CJSON ?= installed
+VENDOR_DIR ?= $(or $(TELNYX_SIM_VENDOR_DIR),$(abspath $(CURDIR)/../shared/vendor))
+CJSON_FORK_SRC = $(VENDOR_DIR)/lua-cjson-2.1.0.17
+FORK_DIR = build/cjson-fork
+ifeq ($(CJSON),fork)
+  FORK_BUILDS = $(FORK_DIR)/$(LUA_TAG)/cjson.so $(FORK_DIR)/luajit/cjson.so
+  TEST_CPATH = $(CURDIR)/$(FORK_DIR)/$(LUA_TAG)/?.so;
+  FORK_ENV = TELNYX_SIM_CJSON=fork TELNYX_SIM_CJSON_CPATH='$(CURDIR)/$(FORK_DIR)/luajit/?.so;'
+endif
+TEST_ENV = LUA_CPATH='$(TEST_CPATH)$(CURDIR)/$(BUILD)/?.so;;' LUA_PATH='$(CURDIR)/?.lua;$(CURDIR)/?/init.lua;;' $(FORK_ENV)
 
 DEB_PACKAGES = lua5.4 liblua5.4-dev lua-cjson lua-busted lua-socket libcurl4-openssl-dev luarocks pkg-config \
   nginx libnginx-mod-http-lua libluajit2-5.1-dev ca-certificates openssl python3 python3-h2
@@ -59,8 +73,15 @@ $(MODULE): $(SRC) $(HDR)
 deps:
 	@sh .ci/deps.sh $(DEB_PACKAGES)
 
+# OpenResty's lua-cjson for one Lua (lua5.4, luajit, ...), as its README says to build it.
+$(FORK_DIR)/%/cjson.so:
+	@test -f $(CJSON_FORK_SRC)/lua_cjson.c || { echo "CJSON=fork needs $(CJSON_FORK_SRC) (set TELNYX_SIM_VENDOR_DIR)" >&2; exit 1; }
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -fPIC -shared $$(pkg-config --cflags $* 2>/dev/null || echo -I/usr/include/$*) \
+	  $(addprefix $(CJSON_FORK_SRC)/,lua_cjson.c strbuf.c fpconv.c) -o $@
+
 # TEST_ARGS: extra busted arguments (test-all passes --exclude-tags=nginx after the first Lua).
-test: deps $(MODULE)
+test: deps $(MODULE) $(FORK_BUILDS)
 	$(TEST_ENV) LUA_BIN=$(LUA_BIN) $(BUSTED) $(TEST_ARGS) spec
 
 demo: deps $(MODULE)
@@ -75,7 +96,9 @@ test-all:
 	@status=0; for v in $(TEST_ALL_LUAS); do \
 	  echo "== make test LUA=$$v"; $(MAKE) --no-print-directory test LUA=$$v $$extra || status=1; \
 	  extra="TEST_ARGS=--exclude-tags=nginx"; \
-	done; exit $$status
+	done; \
+	echo "== make test LUA=5.4 CJSON=fork"; $(MAKE) --no-print-directory test LUA=5.4 CJSON=fork || status=1; \
+	exit $$status
 
 # nginx runs LuaJIT: it loads build/luajit/telnyx/sim.so. The calls go through cosockets:
 # lua-resty-http and lua-resty-string from $TELNYX_SIM_VENDOR_DIR, else ../shared/vendor.
@@ -146,7 +169,7 @@ ASAN_MODULE = $(ASAN_DIR)/telnyx/sim.so
 ASAN_RT = libclang_rt.asan-x86_64.so
 SAN_FLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
 FUZZ_SECONDS ?= 600
-FUZZ_TARGETS = interpret request json http1
+FUZZ_TARGETS = interpret request http1
 FUZZ_BINS = $(FUZZ_TARGETS:%=build/fuzz/fuzz_%)
 
 $(MEMCHECK_MODULE): $(SRC) $(HDR)

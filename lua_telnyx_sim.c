@@ -758,8 +758,7 @@ static int sim_describe(lua_State *L) {
  * arrays -- an empty marked one as [] -- and sim.null as null. */
 static int sim_encode(lua_State *L) {
   lua_settop(L, 1);
-  lua_pushvalue(L, UV_ARRAY_MT);
-  if (tsim_json_encode(L, 1, 2)) return 1;
+  if (tsim_json_encode(L, 1)) return 1;
   tsim_push_error(L, "invalid_params", "encode: %s", lua_tostring(L, -1));
   return tsim_return_error(L);
 }
@@ -767,22 +766,6 @@ static int sim_encode(lua_State *L) {
 /* ===================================================================== */
 /* luaopen                                                                */
 /* ===================================================================== */
-
-/* The array marker: cjson's own where the installed cjson has one (so its
- * encode writes our arrays as arrays too), else ours. */
-static void push_array_mt(lua_State *L) {
-  lua_getglobal(L, "require");
-  lua_pushliteral(L, "cjson");
-  if (lua_pcall(L, 1, 1, 0) == 0 && lua_istable(L, -1)) {
-    lua_getfield(L, -1, "array_mt");
-    if (lua_istable(L, -1)) { lua_remove(L, -2); return; }
-    lua_pop(L, 1);
-  }
-  lua_pop(L, 1);
-  lua_newtable(L);
-  lua_pushliteral(L, TSIM_ARRAY_MT);
-  lua_setfield(L, -2, "__name");
-}
 
 static void set_closures(lua_State *L, const luaL_Reg *l, int array_mt) {
   for (; l->name != NULL; l++) {
@@ -866,7 +849,9 @@ int luaopen_telnyx_sim(lua_State *L) {
   if ((why = tsim_check_table(client_method_names)) != NULL)
     return luaL_error(L, "telnyx.sim: broken operation table: %s", why);
   lua_settop(L, 0);
-  push_array_mt(L);
+  if (!tsim_json_open(L))
+    return luaL_error(L, "telnyx.sim needs lua-cjson (luarocks install lua-cjson, or apt-get install lua-cjson): %s",
+                      lua_tostring(L, -1));
   array_mt = 1;
   lua_pushvalue(L, array_mt);
   lua_setfield(L, LUA_REGISTRYINDEX, TSIM_ARRAY_MT);

@@ -27,7 +27,9 @@ Lua users of telnyx.sim do not need it (see the README, "Using it in OpenResty")
 }
 dependencies = {
    "lua >= 5.1, < 5.5",
-   "lua-cjson >= 2.1",
+   -- OpenResty's lua-cjson (what LuaRocks installs): results re-encode faithfully ([] stays [])
+   -- and integers stay exact on 5.3+. Debian's 2.1.0 works too, with the limits the README states.
+   "lua-cjson >= 2.1.0.17",
 }
 external_dependencies = {
    CURL = { header = "curl/curl.h", library = "curl" },

@@ -74,15 +74,17 @@ local FAN_TIMED, FAN_PAIRS, FAN_TIMED_SLOW = 3, 7, 1
 local FAN_DELAY = 0.05 -- the stub's delay per activation code (bench/nginx.conf.in)
 
 local TARGETS = {
-  module_vs_limit = 1.15,   -- module CPU per call <= 1.15 x the limit
+  module_vs_limit = 1.10,   -- module CPU per call <= 1.10 x the limit (libcurl + cjson.decode)
   node_vs_module = 5,       -- the Node SDK >= 5 x the module, both at their steady state (measured 7-11 x)
   interpret_vs_decode = 1.2, -- (d) <= 1.2 x cjson.decode alone
   rss_growth_kib = 1024,    -- < 1 MiB over RSS_N module calls
   fan_vs_node = 0.5,        -- fan-out: batch (all in flight) wall <= 0.5 x the Node SDK's Promise.all
   fan_default_vs_limit = 1.3, -- fan-out: batch at its default concurrency <= 1.3 x ceil(N / c) x 50 ms
   fan_rss_mib = 64,         -- fan-out: peak RSS of the batch process < 64 MiB
-  fan_cpu_vs_single = 1.3,  -- fan-out: CPU per call of the batch <= 1.3 x a single call's
-  or_cosocket_vs_capture = 1, -- OpenResty: cosockets calls/s >= the capture subrequest's
+  fan_cpu_vs_bare = 1.3,    -- fan-out: CPU per call of the batch <= 1.3 x bare libcurl multi's, same run
+  -- OpenResty: cosockets calls/s vs the capture subrequest's, per regime (the latency a user sees
+  -- is the network's; these bound what the transport adds)
+  or_cosocket_vs_capture = { one = 0.8, loop = 1.3 },
 }
 
 local BASE_URL = "http://127.0.0.1:" .. PORT .. "/v2"
@@ -260,7 +262,7 @@ local ratios = {
 }
 
 local checks = {
-  { name = "module CPU/call <= 1.15 x limit", value = ratios.module_vs_limit,
+  { name = string.format("module CPU/call <= %.2f x limit", TARGETS.module_vs_limit), value = ratios.module_vs_limit,
     ok = ratios.module_vs_limit <= TARGETS.module_vs_limit, shown = string.format("%.3f x", ratios.module_vs_limit) },
   { name = string.format("Node SDK CPU/call >= %g x module", TARGETS.node_vs_module), value = ratios.node_vs_module,
     ok = ratios.node_vs_module >= TARGETS.node_vs_module, shown = string.format("%.1f x", ratios.node_vs_module) },
@@ -441,8 +443,8 @@ if FANOUT then
       ok = r.c_vs_d <= TARGETS.fan_default_vs_limit, shown = string.format("%.3f x", r.c_vs_d) }
     checks[#checks + 1] = { name = pre .. "(a) peak RSS < 64 MiB", value = m.a.hwm_kb / 1024,
       ok = m.a.hwm_kb / 1024 < TARGETS.fan_rss_mib, shown = string.format("%.1f MiB", m.a.hwm_kb / 1024) }
-    checks[#checks + 1] = { name = pre .. "(a) CPU/call <= 1.3 x single", value = r.a_cpu_vs_single,
-      ok = r.a_cpu_vs_single <= TARGETS.fan_cpu_vs_single, shown = string.format("%.2f x", r.a_cpu_vs_single) }
+    checks[#checks + 1] = { name = pre .. "(a) CPU/call <= 1.3 x bare libcurl multi's", value = r.a_cpu_vs_bare,
+      ok = r.a_cpu_vs_bare <= TARGETS.fan_cpu_vs_bare, shown = string.format("%.2f x", r.a_cpu_vs_bare) }
     if t.key == "http2" then
       -- the issue sets the targets on the plain stub and asks HTTP/2 to "report the same with one
       -- connection": its ratios are reported, the one connection is checked
@@ -717,13 +719,14 @@ if OPENRESTY then
                 medians = { cosocket = summary(S.cosocket), capture = summary(S.capture) }, samples = S }
     ores.regimes[#ores.regimes + 1] = r
     ores[g.key] = r
-    checks[#checks + 1] = { name = "OpenResty, " .. g.short .. ": cosockets >= capture calls/s", value = r.ratio,
-      ok = r.ratio >= TARGETS.or_cosocket_vs_capture, shown = string.format("%.2f x", r.ratio) }
+    local want = TARGETS.or_cosocket_vs_capture[g.key]
+    checks[#checks + 1] = { name = string.format("OpenResty, %s: cosockets >= %g x capture calls/s", g.short, want),
+      value = r.ratio, ok = r.ratio >= want, shown = string.format("%.2f x", r.ratio) }
   end
   ores.work = or_work(or_run, or_client)
   if ores.work and ores.work.cosocket then
     local w = ores.work
-    checks[#checks + 1] = { name = "OpenResty, 1 call/request: cosockets' work <= capture's",
+    checks[#checks + 1] = { name = "OpenResty, 1 call/request: cosockets' work vs capture's", reported = true,
       value = w.cosocket.instructions / w.capture.instructions,
       ok = w.cosocket.instructions <= w.capture.instructions and w.cosocket.syscalls <= w.capture.syscalls,
       shown = string.format("%.2f x", w.cosocket.instructions / w.capture.instructions) }

@@ -416,65 +416,85 @@ describe("telnyx.sim flow helpers against the stateful stub", function()
       return assert(client:get_sim_card(ID))
     end
 
-    it("writes a result back as the JSON it came from: [] stays [], {} stays {}, null in arrays, nesting", function()
-      -- keys in sorted order and no spaces: the encoder's own form, so equal text means equal JSON
+    -- What an empty JSON array re-encodes as: [] with OpenResty's lua-cjson,
+    -- {} with Debian's 2.1.0, which cannot tell them apart (the README says so).
+    local EMPTY = helpers.cjson_fork and "[]" or "{}"
+
+    it("writes a result back as the JSON it came from: [] stays [] (with the fork), {} stays {}, null in arrays", function()
       local data = '{"authorized_imeis":[],"data_limit":{"amount":"2048.0","unit":"MB"},"empty":{},'
         .. '"iccid":"89310410106543000001","id":"' .. ID .. '","imsi":"081932214820001",'
         .. '"neg":-42,"nested":{"a":{"b":[1,[],{"c":[null,true,false,{"d":[[]]}]}]}},"ratio":0.25,'
         .. '"settings":{},"status":{"value":"enabled"},"tags":["a","b"],"text":"café \\"q\\" \\\\ / \\t\\u0001"}'
       local res = get_with_data(data)
-      assert.equal(data, sim.encode(res.data))
-      assert.equal('{"data":' .. data .. ',"errors":[],"status":200}', sim.encode(res))
-      -- arrays carry the marker, objects do not
-      assert.equal(sim.array_mt, getmetatable(res.data.authorized_imeis))
+      local text = assert(sim.encode(res.data))
+      -- lua-cjson writes an object's members in no set order: compare pieces, then the round trip
+      for _, piece in ipairs{ '"authorized_imeis":' .. EMPTY, '"empty":{}', '"settings":{}', '"neg":-42',
+        '"nested":{"a":{"b":[1,' .. EMPTY .. ',{"c":[null,true,false,{"d":[' .. EMPTY .. ']}]}]}}',
+        '"ratio":0.25', '"tags":["a","b"]', '"status":{"value":"enabled"}' } do
+        assert.truthy(text:find(piece, 1, true), piece .. " in " .. text)
+      end
+      assert.equal("café \"q\" \\ / \t\1", res.data.text)
+      assert.same(res.data, get_with_data(text).data)
+      assert.truthy(assert(sim.encode(res)):find('"errors":' .. EMPTY, 1, true))
+      -- non-empty arrays carry the marker under either cjson, objects never
+      assert.equal(sim.array_mt, getmetatable(res.data.tags))
+      assert.equal(sim.array_mt, getmetatable(res.data.nested.a.b))
       assert.is_nil(getmetatable(res.data.empty))
+      assert.equal(helpers.cjson_fork and sim.array_mt or nil, getmetatable(res.data.authorized_imeis))
       assert.equal(sim.null, res.data.nested.a.b[3].c[1])
     end)
 
-    it("re-encodes a stub SIM card list, meta included, to what a second decode re-encodes to", function()
+    it("re-encodes a stub SIM card list, meta included, to what a second decode gives again", function()
       seed_tagged(2, TAG)
       local res = assert(client:list_sim_cards{ page = { size = 3 } })
       local text = assert(sim.encode(res))
-      assert.matches('"resources_with_in_progress_actions":[]', text, 1, true)
-      assert.matches('"meta":{"page_number":1,"page_size":3,"total_pages":2,"total_results":4}', text, 1, true)
+      assert.truthy(text:find('"resources_with_in_progress_actions":' .. EMPTY, 1, true))
+      for _, piece in ipairs{ '"page_number":1', '"page_size":3', '"total_pages":2', '"total_results":4' } do
+        assert.truthy(text:find(piece, 1, true), piece)
+      end
       stub:queue{ match = "/v2/sim_cards", status = 200, body = text, headers = { ["Content-Type"] = "application/json" } }
-      assert.equal(text, sim.encode(assert(client:list_sim_cards{})))
+      assert.same(res, assert(client:list_sim_cards{}))
     end)
 
-    it("keeps integers exact: beyond 2^53 on 5.3+, up to 2^53 everywhere", function()
-      if has_integers then
-        local data = '{"a":9007199254740993,"b":9223372036854775807,"c":-9223372036854775808,"d":-9007199254740993}'
-        local res = get_with_data(data)
+    if has_integers and helpers.cjson_fork then
+      it("keeps integers exact beyond 2^53 on 5.3+ (OpenResty's lua-cjson)", function()
+        local res = get_with_data('{"a":9007199254740993,"b":9223372036854775807,"c":-9223372036854775808}')
         assert.equal(9007199254740993, res.data.a)
         assert.equal("integer", math.type(res.data.b))
-        assert.equal(data, sim.encode(res.data))
-        assert.equal("[9223372036854775807]", sim.encode{ math.maxinteger })
-      else
-        local data = '{"a":9007199254740992,"b":-9007199254740992,"c":4294967297}'
-        assert.equal(data, sim.encode(get_with_data(data).data))
-      end
-    end)
+        assert.equal(math.mininteger, res.data.c)
+        assert.equal("[9223372036854775807,9007199254740993]", sim.encode{ math.maxinteger, res.data.a })
+      end)
+    else
+      it("keeps numbers exact up to 14 digits, as lua-cjson 2.1.0 writes them", function()
+        local res = get_with_data('{"a":12345678901234,"b":-42,"c":2.0}')
+        assert.equal(12345678901234, res.data.a)
+        if has_integers then assert.equal("integer", math.type(res.data.c)) end
+        assert.equal("[12345678901234,-42,2]", sim.encode{ res.data.a, res.data.b, res.data.c })
+      end)
+    end
 
-    it("writes sim.null as null, a marked empty table as [], an unmarked one as {}", function()
-      assert.equal('{"a":null,"b":[],"c":{},"d":[null,1]}',
-        sim.encode{ a = sim.null, b = setmetatable({}, sim.array_mt), c = {}, d = { sim.null, 1 } })
+    it("writes sim.null as null, a marked empty table as " .. EMPTY .. ", an unmarked one as {}", function()
+      assert.equal('{"a":null}', sim.encode{ a = sim.null })
+      assert.equal(EMPTY, sim.encode(setmetatable({}, sim.array_mt)))
+      assert.equal("{}", sim.encode{})
+      assert.equal("[null,1]", sim.encode{ sim.null, 1 })
       assert.equal("null", sim.encode(sim.null))
     end)
 
-    it("refuses a function, a cycle, NaN, a userdata with nil, err naming where", function()
+    it("refuses a function, a cycle, NaN, a userdata with nil, err in lua-cjson's words", function()
       local cyclic = { list = {} }
       cyclic.list[1] = cyclic
       for _, case in ipairs{
-        { { a = { b = { print } } }, "cannot encode a function at a.b%[1%]" },
-        { cyclic, "contains itself" },
+        { { a = { b = { print } } }, "Cannot serialise function" },
+        { cyclic, "excessive nesting" },
         { { n = 0 / 0 }, "NaN" },
-        { { client = client }, "at client" },
+        { { client = client }, "Cannot serialise userdata" },
       } do
         local text, err = sim.encode(case[1])
         assert.is_nil(text)
         assert.equal("invalid_params", err.kind)
         assert.matches("^encode: ", err.message)
-        assert.matches(case[2], err.message)
+        assert.truthy(err.message:find(case[2], 1, true), err.message)
       end
     end)
   end)

@@ -184,7 +184,11 @@ describe("telnyx.sim", function()
         future_field = { nested = { 1, 2.5, sim.null, "x" } }, -- a null keeps its place in an array
       }, card)
       assert.equal(sim.array_mt, getmetatable(card.tags))
-      assert.equal(sim.array_mt, getmetatable(card.resources_with_in_progress_actions)) -- [] stays an array
+      if helpers.cjson_fork then -- [] stays an array
+        assert.equal(sim.array_mt, getmetatable(card.resources_with_in_progress_actions))
+      else -- Debian's lua-cjson 2.1.0 cannot tell [] from {} (the README says so)
+        assert.is_nil(getmetatable(card.resources_with_in_progress_actions))
+      end
       assert.is_nil(getmetatable(card.data_limit))
       assert.equal(sim.array_mt, getmetatable(res.data))
       assert.is_nil(card.eid)

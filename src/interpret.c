@@ -190,11 +190,25 @@ static int is_array(lua_State *L, int idx, int array_mt) {
   return yes;
 }
 
-/* Makes env[key] an array: absent becomes an empty marked one; anything else fails. */
+/* Whether the table at idx is empty and unmarked: where cjson does not mark
+ * arrays (Debian's 2.1.0), the [] that a list field holds looks like this. */
+static int unmarked_empty(lua_State *L, int idx) {
+  int empty;
+  idx = compat_absindex(L, idx);
+  if (lua_type(L, idx) != LUA_TTABLE) return 0;
+  if (lua_getmetatable(L, idx)) { lua_pop(L, 1); return 0; }
+  lua_pushnil(L);
+  empty = !lua_next(L, idx);
+  if (!empty) lua_pop(L, 2);
+  return empty && !tsim_json_marks_arrays(L);
+}
+
+/* Makes env[key] an array: absent (or, under a cjson that does not mark
+ * arrays, empty) becomes an empty marked one; anything else fails. */
 static int ensure_array_field(lua_State *L, int env, const char *key, int array_mt) {
   int ok;
   lua_getfield(L, env, key);
-  if (lua_isnil(L, -1)) {
+  if (lua_isnil(L, -1) || unmarked_empty(L, -1)) {
     lua_pop(L, 1);
     lua_newtable(L);
     lua_pushvalue(L, array_mt);

@@ -148,9 +148,9 @@ local function run(operation, transport)
       -- Background work goes on a timer, not in this request (which could be
       -- cut short by the client going away); the capture transport cannot.
       if operation == "purchase_esims" and c.transport_kind ~= "capture" then start_fetching(res.data) end
-      -- sim.encode writes a result as it came: arrays as [] (a card's empty
-      -- lists too, which cjson would turn into {}), objects as {}, null in
-      -- arrays as null, big integers exactly. A decoded result always encodes.
+      -- sim.encode writes a result as it came: with OpenResty's lua-cjson
+      -- (what OpenResty ships), arrays as [] (a card's empty lists too),
+      -- objects as {}, null in arrays as null, big integers exactly.
       return respond(200, assert(sim.encode{ data = res.data, errors = res.errors }))
     end
   end

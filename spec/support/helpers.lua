@@ -18,6 +18,11 @@ local helpers = {}
 
 helpers.null = cjson.null
 
+-- Which lua-cjson the module decodes with (src/json.h): OpenResty's fork marks
+-- the arrays it decodes, so [] re-encodes as [] and integers stay exact on 5.3+;
+-- Debian's 2.1.0 does neither. `make test CJSON=fork` loads the fork.
+helpers.cjson_fork = require("cjson").decode_array_with_array_mt ~= nil
+
 -- Sentinel for a JSON empty array in tables passed to helpers.encode /
 -- stub:queue (a plain {} encodes as an object). Do not modify it.
 helpers.empty_array = setmetatable({}, {

@@ -170,6 +170,9 @@ function nginx.start(opts)
   local conf = opts.conf:gsub("{{([%w_]+)}}", function(name)
     return values[name] or error("nginx.start: no value for {{" .. name .. "}}", 3)
   end)
+  -- make test CJSON=fork: nginx's LuaJIT loads OpenResty's lua-cjson fork first
+  local fork = os.getenv("TELNYX_SIM_CJSON_CPATH")
+  if fork then conf = conf:gsub('lua_package_cpath "', 'lua_package_cpath "' .. fork:gsub("%%", "%%%%")) end
   local conf_path = dir .. "/conf/nginx.conf"
   write_file(conf_path, conf)
   local pid_file = dir .. "/start.pid"
