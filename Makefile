@@ -97,7 +97,9 @@ test-all:
 	  echo "== make test LUA=$$v"; $(MAKE) --no-print-directory test LUA=$$v $$extra || status=1; \
 	  extra="TEST_ARGS=--exclude-tags=nginx"; \
 	done; \
-	echo "== make test LUA=5.4 CJSON=fork"; $(MAKE) --no-print-directory test LUA=5.4 CJSON=fork || status=1; \
+	if [ -f $(CJSON_FORK_SRC)/lua_cjson.c ] || [ "$$CI" = true ]; then \
+	  echo "== make test LUA=5.4 CJSON=fork"; $(MAKE) --no-print-directory test LUA=5.4 CJSON=fork || status=1; \
+	else echo "== SKIPPED make test CJSON=fork: no $(CJSON_FORK_SRC) (set TELNYX_SIM_VENDOR_DIR)"; fi; \
 	exit $$status
 
 # nginx runs LuaJIT: it loads build/luajit/telnyx/sim.so. The calls go through cosockets:

@@ -69,7 +69,7 @@ static const struct rule call_options[] = {
 
 /* Client methods no operation may be named after (the table check says so). */
 static const char *const client_method_names[] = {
-  "close", "request", "interpret", "call", "sleep", "each", "wait_for_action", "batch", "get_activation_codes", NULL
+  "close", "request", "interpret", "call", "sleep", "clock", "each", "wait_for_action", "batch", "get_activation_codes", NULL
 };
 
 /* ===================================================================== */
@@ -146,9 +146,10 @@ static int client_tostring(lua_State *L) {
 /* sim.new                                                                */
 /* ===================================================================== */
 
-/* Pushes a config err; returns 0 for configure's callers. */
-static int config_fail(lua_State *L, const char *fmt, const char *detail) {
+/* Pushes a config err naming the option; returns 0 for configure's callers. */
+static int config_fail(lua_State *L, const char *field, const char *fmt, const char *detail) {
   tsim_push_error(L, "config", fmt, detail);
+  tsim_set_string(L, "field", field);
   return 0;
 }
 
@@ -196,24 +197,24 @@ static int configure(lua_State *L, struct client *c) {
   const char *ca_path = string_option(L, "ca_path", &bad);
   int insecure = boolean_option(L, "allow_insecure_http");
   if (bad != NULL) {
-    tsim_push_error(L, "config", "telnyx.sim.new: option '%s' is empty or contains a NUL byte "
+    tsim_push_error(L, "config", "sim.new: option '%s' is empty or contains a NUL byte "
                     "(leave it out to use the default)", bad);
     tsim_set_string(L, "field", bad);
     return 0;
   }
   if (api_key == NULL) api_key = getenv("TELNYX_API_KEY");
   if (api_key == NULL || *api_key == '\0')
-    return config_fail(L, "%s", "no API key: pass api_key to telnyx.sim.new or set TELNYX_API_KEY");
+    return config_fail(L, "api_key", "%s", "sim.new: no API key: pass api_key or set TELNYX_API_KEY");
   if (api_key_problem(api_key))
-    return config_fail(L, "%s", "the API key contains control characters (CR, LF, NUL) or is over 200 bytes");
-  if (base_url == NULL && (base_url = getenv("TELNYX_BASE_URL")) != NULL && *base_url == '\0') {
+    return config_fail(L, "api_key", "%s",
+                       "sim.new: the API key contains control characters (CR, LF, NUL) or is over 200 bytes");
+  if (base_url == NULL && (base_url = getenv("TELNYX_BASE_URL")) != NULL && *base_url == '\0')
     /* set but empty (TELNYX_BASE_URL=$UNSET_VAR): a test setup, never a wish for production */
-    config_fail(L, "%s", "TELNYX_BASE_URL is set but empty: unset it to use " DEFAULT_BASE_URL ", or give a URL");
-    tsim_set_string(L, "field", "base_url");
-    return 0;
-  }
+    return config_fail(L, "base_url", "%s",
+                       "sim.new: TELNYX_BASE_URL is set but empty: unset it to use " DEFAULT_BASE_URL ", or give a URL");
   if (base_url == NULL) base_url = DEFAULT_BASE_URL;
-  if ((problem = tsim_base_url_problem(base_url, insecure)) != NULL) return config_fail(L, "base_url %s", problem);
+  if ((problem = tsim_base_url_problem(base_url, insecure)) != NULL)
+    return config_fail(L, "base_url", "sim.new: base_url %s", problem);
   c->timeout = number_option_at(L, 1, "timeout", DEFAULT_TIMEOUT);
   c->t.connect_timeout = number_option_at(L, 1, "connect_timeout", DEFAULT_CONNECT_TIMEOUT);
   c->max_retries = (int)number_option_at(L, 1, "max_retries", DEFAULT_MAX_RETRIES);
@@ -226,7 +227,7 @@ static int configure(lua_State *L, struct client *c) {
   if (ca_file) c->t.ca_file = dup_string(ca_file);
   if (ca_path) c->t.ca_path = dup_string(ca_path);
   if (c->api_key == NULL || c->base_url == NULL || (ca_file && !c->t.ca_file) || (ca_path && !c->t.ca_path))
-    luaL_error(L, "telnyx.sim.new: not enough memory");
+    luaL_error(L, "telnyx.sim: not enough memory");
   return 1;
 }
 
@@ -237,20 +238,17 @@ static void set_client_headers(lua_State *L, struct client *c) {
   snprintf(c->user_agent, sizeof c->user_agent, "telnyx-sim-lua/%s (%s; libcurl/%s)", TSIM_VERSION, LUA_VERSION,
            tsim_transport_version());
   snprintf(line, sizeof line, "User-Agent: %s", c->user_agent);
-  if (!tsim_transport_set_headers(&c->t, c->api_key, line)) luaL_error(L, "telnyx.sim.new: not enough memory");
+  if (!tsim_transport_set_headers(&c->t, c->api_key, line)) luaL_error(L, "telnyx.sim: not enough memory");
 }
 
 /* sim.new{...} -> client | nil, err. Raises on an unknown or mistyped option:
  * that is a programming error, not a condition to handle. */
 static int sim_new(lua_State *L) {
-  static const struct vctx who = {"telnyx.sim.new", NULL, 1};
+  static const struct vctx who = {"sim.new", NULL, 1};
   struct client *c;
   if (lua_isnoneornil(L, 1)) { lua_settop(L, 0); lua_newtable(L); }
   lua_settop(L, 1);
-  if (!tsim_validate(L, &who, client_options, 1)) {
-    lua_getfield(L, -1, "message");
-    return lua_error(L);
-  }
+  if (!tsim_validate(L, &who, client_options, 1)) return tsim_return_error(L);
   c = (struct client *)lua_newuserdata(L, sizeof *c);
   memset(c, 0, sizeof *c);
   c->sleep_ref = LUA_NOREF;
@@ -376,21 +374,35 @@ static int read_call_opts(lua_State *L, struct client *c, struct call *k, int id
   return 1;
 }
 
-/* client:enable_sim_card(id): an operation whose one required param is its
- * path id also takes the id alone. */
-static void expand_id_shorthand(lua_State *L, const struct operation *op, int idx) {
+/* The path id an operation takes alone (client:enable_sim_card(id)): its one
+ * required param, when that is in the path; else NULL. */
+static const struct rule *id_shorthand(const struct operation *op) {
   const struct rule *f, *only = NULL;
-  if (lua_type(L, idx) != LUA_TSTRING) return;
   for (f = op->params; f->name != NULL; f++)
     if (f->flags & R_REQUIRED) {
-      if (only != NULL) return;
+      if (only != NULL) return NULL;
       only = f;
     }
-  if (only == NULL || only->place != IN_PATH) return;
+  return only != NULL && only->place == IN_PATH ? only : NULL;
+}
+
+/* Makes an id given alone at idx into { id = ... }; returns 0 with an err
+ * pushed when params is neither a table nor (for such an operation) an id. */
+static int expand_id_shorthand(lua_State *L, const struct operation *op, int idx) {
+  const struct rule *id = id_shorthand(op);
+  int t = lua_type(L, idx);
+  if (id == NULL || t == LUA_TTABLE || t == LUA_TNIL || t == LUA_TNONE) return 1;
+  if (t != LUA_TSTRING) {
+    tsim_push_error(L, "invalid_params", "%s: params must be a table, or the %s alone as a string (got %s)",
+                    op->name, id->name, luaL_typename(L, idx));
+    tsim_set_string(L, "field", "params");
+    return 0;
+  }
   lua_createtable(L, 0, 1);
   lua_pushvalue(L, idx);
-  lua_setfield(L, -2, only->name);
+  lua_setfield(L, -2, id->name);
   lua_replace(L, idx);
+  return 1;
 }
 
 /* Validates the params and opts in stack slots p and p + 1, and builds the
@@ -402,7 +414,7 @@ int tsim_prepare_call_at(lua_State *L, struct client *c, struct call *k, int p) 
     tsim_push_error(L, "config", "%s: the client is closed", k->op->name);
     return 0;
   }
-  expand_id_shorthand(L, k->op, p);
+  if (!expand_id_shorthand(L, k->op, p)) return 0;
   if (lua_isnil(L, p)) { lua_newtable(L); lua_replace(L, p); } /* no params: an empty table */
   if (!tsim_validate(L, &who, k->op->params, p) || !read_call_opts(L, c, k, p + 1)) return 0;
   k->idempotency_key = lua_tostring(L, -1);
@@ -495,6 +507,13 @@ static int client_sleep(lua_State *L) {
   return 0;
 }
 
+/* client:clock() -> seconds on a monotonic clock, for telnyx.sim.flow's deadlines. */
+static int client_clock(lua_State *L) {
+  tsim_check_client(L, 1);
+  lua_pushnumber(L, tsim_now());
+  return 1;
+}
+
 /* client, params at 2, opts at 3 -> res | nil, err */
 static int call_operation(lua_State *L, const struct operation *op) {
   struct client *c = tsim_check_client(L, 1);
@@ -514,17 +533,20 @@ static int client_method(lua_State *L) {
   return call_operation(L, &tsim_operations[lua_tointeger(L, lua_upvalueindex(2))]);
 }
 
-static const struct operation *check_operation(lua_State *L, int idx) {
+/* The operation named at idx, or NULL with its err pushed (who: the function called). */
+static const struct operation *check_operation(lua_State *L, int idx, const char *who) {
   size_t n = 0;
-  const char *name = lua_tolstring(L, idx, &n);
+  const char *name = lua_type(L, idx) == LUA_TSTRING ? lua_tolstring(L, idx, &n) : NULL;
   const struct operation *op = tsim_find_operation(name, n);
-  if (op == NULL) luaL_argerror(L, idx, "not an operation name (see telnyx.sim.operations)");
+  if (op == NULL) tsim_push_unknown_operation(L, who, idx, "name");
   return op;
 }
 
 /* client:call(name, params [, opts]): the primitive under the methods. */
 static int client_call(lua_State *L) {
-  const struct operation *op = check_operation(L, 2);
+  const struct operation *op;
+  tsim_check_client(L, 1);
+  if ((op = check_operation(L, 2, "call")) == NULL) return tsim_return_error(L);
   lua_remove(L, 2);
   return call_operation(L, op);
 }
@@ -570,7 +592,7 @@ static int client_request(lua_State *L) {
   struct client *c = tsim_check_client(L, 1);
   struct call k;
   memset(&k, 0, sizeof k);
-  k.op = check_operation(L, 2);
+  if ((k.op = check_operation(L, 2, "request")) == NULL) return tsim_return_error(L);
   lua_settop(L, 4);
   lua_remove(L, 2);
   if (!prepare_call(L, c, &k)) return tsim_return_error(L);
@@ -700,7 +722,8 @@ static int client_interpret(lua_State *L) {
   lua_settop(L, 3);
   lua_pushvalue(L, UV_ARRAY_MT); /* 4 */
   lua_getfield(L, 2, "operation"); /* 5 */
-  op = check_operation(L, 5);
+  op = tsim_find_operation(lua_type(L, 5) == LUA_TSTRING ? lua_tostring(L, 5) : NULL, compat_rawlen(L, 5));
+  luaL_argcheck(L, op != NULL, 2, "req.operation is not an operation name (a req comes from client:request)");
   lua_getfield(L, 2, "retry_may_duplicate");
   resend_ok = lua_toboolean(L, -1);
   lua_pop(L, 2);
@@ -740,16 +763,10 @@ static int sim_error(lua_State *L) {
   return 1;
 }
 
-/* sim.describe(name) -> the row and its rule tree | nil, message */
+/* sim.describe(name) -> the row and its rule tree | nil, err */
 static int sim_describe(lua_State *L) {
-  size_t n = 0;
-  const char *name = luaL_checklstring(L, 1, &n);
-  const struct operation *op = tsim_find_operation(name, n);
-  if (op == NULL) {
-    lua_pushnil(L);
-    lua_pushfstring(L, "unknown operation '%s'", name);
-    return 2;
-  }
+  const struct operation *op = check_operation(L, 1, "describe");
+  if (op == NULL) return tsim_return_error(L);
   tsim_describe(L, op);
   return 1;
 }
@@ -781,6 +798,7 @@ static const luaL_Reg client_methods[] = {
   {"request", client_request},
   {"interpret", client_interpret},
   {"sleep", client_sleep},
+  {"clock", client_clock},
   {"batch", tsim_client_batch},
   {NULL, NULL}
 };

@@ -270,6 +270,11 @@ describe("failures", function()
       assert.is_false(err.retryable)
       assert.equal(1, err.attempts)
       assert.equal(2, count(PURCHASE))                 -- the first call and one copy of the second: no third
+      -- in the user's terms, not libcurl's ("aborted by pre-request callback")
+      assert.matches("the connection was lost after the request went out .* and telnyx%.sim did not send it again",
+        err.message)
+      assert.matches("it may have gone through: check ", err.message)
+      assert.is_nil(err.message:find("pre-request", 1, true))
       -- register may be re-sent: libcurl's own resend is harmless there
       stub:reset()
       assert(c:register_sim_cards{ registration_codes = { "1" } })

@@ -160,7 +160,7 @@ end
 local FORMAT_TEXT = {
   uuid = "must be a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)",
   decimal = 'must be a decimal string such as "2048" or "0.5"',
-  spn = "must be a string of only letters, digits and whitespace (at least one letter or digit)",
+  spn = "must be a string of only ASCII letters (A-Z, a-z), digits and spaces or tabs (at least one letter or digit)",
   ["date-time"] = 'must be an RFC 3339 date-time such as "2026-01-31T12:00:00Z"',
 }
 
@@ -763,7 +763,7 @@ describe("every operation", function()
       { "list_sim_card_orders", { filter = { created_at = "2026-01-31 12:00:00" } }, "filter.created_at",
         "'filter.created_at' must be an RFC 3339 date-time" },
       { "purchase_esims", { amount = 1, whitelabel_name = "Acme-Mobile" }, "whitelabel_name",
-        "'whitelabel_name' must be a string of only letters, digits and whitespace" },
+        "'whitelabel_name' must be a string of only ASCII letters (A-Z, a-z), digits and spaces or tabs" },
       { "list_sim_cards", { include_sim_card_group = "yes" }, "include_sim_card_group",
         "'include_sim_card_group' must be a boolean (got a string of 3 bytes)" },
       { "list_sim_cards", { filter = "x" }, "filter", "'filter' must be a table of fields (got a string of 1 byte)" },

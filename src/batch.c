@@ -53,7 +53,8 @@ struct batch {
   int results, keep, progress, array_mt;
 };
 
-static double now(void) {
+/* Monotonic seconds: batch deadlines, client:clock(). */
+double tsim_now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
@@ -84,10 +85,10 @@ static int prepare_one(lua_State *L, struct client *c, struct batch *b, int list
     return fail_call(L, i);
   }
   lua_rawgeti(L, base + 1, 1);
-  name = lua_tolstring(L, -1, &len);
-  k->op = lua_type(L, -1) == LUA_TSTRING ? tsim_find_operation(name, len) : NULL;
+  name = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
+  k->op = tsim_find_operation(name, len);
   if (k->op == NULL) {
-    tsim_push_error(L, "invalid_params", "[1] must be an operation name (see telnyx.sim.operations)");
+    tsim_push_unknown_operation(L, "[1]", -1, "name");
     return fail_call(L, i);
   }
   lua_rawgeti(L, base + 1, 2); /* params: base + 3 */
@@ -169,7 +170,7 @@ static int next_ready(struct batch *b, double t) {
 /* Starts attempts while there are free exchanges, ready calls and no pause. */
 static void start_ready(lua_State *L, struct client *c, struct batch *b) {
   struct exchange *x;
-  double t = now();
+  double t = tsim_now();
   /* the pool may be larger (an earlier batch's): concurrency is this batch's bound */
   while (t >= b->pause_until && tsim_multi_busy(&c->t) < b->concurrency &&
          (x = tsim_multi_free_slot(&c->t)) != NULL) {
@@ -223,7 +224,7 @@ static void settle(lua_State *L, struct client *c, struct batch *b, struct excha
     return;
   }
   if (v.retryable && attempt <= k->max_retries) {
-    double t = now();
+    double t = tsim_now();
     lua_pop(L, 1);
     b->st[i - 1].not_before = t + v.delay;
     b->retries[b->retries_len++] = i;
@@ -255,7 +256,7 @@ static void run(lua_State *L, struct client *c, struct batch *b) {
     if (c->closed) { finish_rest_closed(L, b); return; }
     start_ready(L, c, b);
     if (c->closed) continue;
-    wait = next_wakeup(b, now());
+    wait = next_wakeup(b, tsim_now());
     if (tsim_multi_busy(&c->t) == 0) { /* nothing in flight: wait the client's way */
       if (wait > 0) wait_idle(L, c, b, wait);
       continue;

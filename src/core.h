@@ -29,16 +29,21 @@ void tsim_push_escaped(lua_State *L, const char *s, size_t n); /* control charac
 void tsim_push_joined(lua_State *L, const char *const *names, const char *quote);
 void tsim_redact(lua_State *L, int t, const char *key); /* the key -> [REDACTED], at any depth */
 
+/* --- batch.c --- */
+double tsim_now(void); /* monotonic seconds */
+
 /* --- operations.c: the table --- */
 extern const struct operation *const tsim_operations;
 extern const size_t tsim_n_operations;
 const struct operation *tsim_find_operation(const char *name, size_t len);
+/* err for a value at idx that names no operation (field: where it was given) */
+void tsim_push_unknown_operation(lua_State *L, const char *who, int idx, const char *field);
 
 /* --- rules.c: the engine --- */
 /* How field paths and messages read: params ("'data_limit.unit'") or options
  * ("option 'opts.timeout'"). */
 struct vctx {
-  const char *who;   /* the operation, or "telnyx.sim.new" */
+  const char *who;   /* the function the user called: the operation, or "sim.new" */
   const char *root;  /* prefix of every field path ("opts"), or NULL */
   int options;       /* say "option" and "known options" */
 };

@@ -303,15 +303,40 @@ static void push_api_errors(lua_State *L, int idx, int array_mt) {
   lua_pop(L, 1);
 }
 
+/* The server's own words in an error body without an error list
+ * ({"message": "Card 77 is not here"}, {"error": {"detail": ...}}): pushes
+ * them escaped and returns 1, or pushes nothing and returns 0. */
+static int push_server_words(lua_State *L, int body) {
+  static const char *const names[] = {"message", "detail", "title", "error", NULL};
+  int top = lua_gettop(L), place, i;
+  lua_getfield(L, body, "error"); /* top + 1: searched second when a table */
+  for (place = body; place != 0; place = place == body && lua_istable(L, top + 1) ? top + 1 : 0) {
+    for (i = 0; names[i] != NULL; i++) {
+      lua_getfield(L, place, names[i]);
+      if (lua_type(L, -1) == LUA_TSTRING && compat_rawlen(L, -1) > 0) {
+        push_escaped_at(L, -1);
+        lua_replace(L, top + 1);
+        lua_settop(L, top + 1);
+        return 1;
+      }
+      lua_pop(L, 1);
+    }
+  }
+  lua_settop(L, top);
+  return 0;
+}
+
 /* Pushes err for an attempt that ended with an HTTP response that is not a
  * success, with the API's error list when the body has one. */
 static void push_http_error(lua_State *L, int array_mt, const struct operation *op, const struct attempt *a,
                             int resend_ok) {
-  int have = decode_object(L, array_mt, a->body, a->body_len), errors;
+  int have = decode_object(L, array_mt, a->body, a->body_len), errors, words;
   int may_have_arrived = a->status >= 500 || a->status < 200; /* a 3xx or 4xx refused it */
   push_api_errors(L, have ? lua_gettop(L) : 0, array_mt);
-  lua_remove(L, -2); /* the body, or the decoder's reason */
-  errors = lua_gettop(L);
+  if (!have || compat_rawlen(L, -1) > 0 || !push_server_words(L, lua_gettop(L) - 1)) lua_pushnil(L);
+  lua_remove(L, -3); /* the body, or the decoder's reason */
+  words = lua_gettop(L);
+  errors = words - 1;
   if (may_have_arrived) push_uncertain_hint(L, op, resend_ok); else lua_pushliteral(L, "");
   /* the header value the message quotes, escaped like the API's words */
   if (a->status >= 300 && a->status < 400) tsim_push_escaped(L, a->meta.location, strlen(a->meta.location));
@@ -324,16 +349,22 @@ static void push_http_error(lua_State *L, int array_mt, const struct operation *
     tsim_push_error(L, "http", "%s: HTTP %d: %s%s", op->name, (int)a->status, lua_tostring(L, -1),
                     lua_tostring(L, -3));
     lua_remove(L, -2);
+  } else if (!lua_isnil(L, words)) {
+    tsim_push_error(L, "http", "%s: HTTP %d: %s%s", op->name, (int)a->status, lua_tostring(L, words),
+                    lua_tostring(L, -2));
   } else {
     tsim_push_error(L, "http", "%s: HTTP %d%s%s%s%s%s", op->name, (int)a->status,
-                    a->body_len ? " with a non-JSON body" : " with no body", a->meta.content_type[0] ? " (" : "",
-                    lua_tostring(L, -1), a->meta.content_type[0] ? ")" : "", lua_tostring(L, -2));
+                    !a->body_len ? " with no body" : have ? " with a JSON body that names no error"
+                                                          : " with a non-JSON body",
+                    a->meta.content_type[0] ? " (" : "", lua_tostring(L, -1), a->meta.content_type[0] ? ")" : "",
+                    lua_tostring(L, -2));
   }
   lua_remove(L, -2); /* the header value */
   lua_remove(L, -2); /* the hint */
   lua_pushvalue(L, errors);
   lua_setfield(L, -2, "errors");
   tsim_set_int(L, "status", a->status);
+  lua_remove(L, words);
   lua_remove(L, errors);
 }
 

@@ -94,7 +94,8 @@ static const char *const format_rules[F_COUNT_] = {
   "",
   "a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)",
   "a decimal string such as \"2048\" or \"0.5\"",
-  "a string of only letters, digits and whitespace (at least one letter or digit)",
+  /* the API: "letters, numbers and whitespaces"; what it takes beyond ASCII is unsaid, so not sent */
+  "a string of only ASCII letters (A-Z, a-z), digits and spaces or tabs (at least one letter or digit)",
   "an RFC 3339 date-time such as \"2026-01-31T12:00:00Z\"",
   "a string without CR, LF or NUL",
 };
@@ -202,7 +203,7 @@ static int is_spn(const char *s, size_t n) {
   size_t i, letters = 0;
   for (i = 0; i < n; i++) {
     unsigned char c = (unsigned char)s[i];
-    if (isalnum(c)) letters++;
+    if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')) letters++;
     else if (c != ' ' && c != '\t') return 0;
   }
   return letters > 0;
@@ -393,13 +394,18 @@ static int fail_unknown(lua_State *L, const struct walk *w, const struct rule *f
   struct seg s;
   struct walk sub;
   s.up = w->at; s.index = 0;
-  s.name = lua_type(L, key) == LUA_TSTRING ? lua_tostring(L, key) : describe_value(L, key, what, sizeof what);
+  s.name = lua_type(L, key) == LUA_TSTRING ? lua_tostring(L, key) : NULL;
   if (lua_type(L, key) == LUA_TNUMBER) {
     double d = (double)lua_tonumber(L, key);
-    if (d >= 1 && d <= 1e9 && floor(d) == d) { /* an array-style key reads as one: filter[1] */
-      s.name = NULL;
-      s.index = (long)d;
-    }
+    if (d >= 1 && d <= 1e9 && floor(d) == d) s.index = (long)d; /* an array-style key reads as one: filter[1] */
+  }
+  if (s.name == NULL && s.index == 0) { /* true = 1, or 2.5 = 1: no path can name it */
+    push_path(L, w);
+    tsim_push_error(L, "invalid_params", "%s: %s takes %s names as keys (%s as a key)", w->v->who,
+                    lua_tostring(L, -1), noun, describe_value(L, key, what, sizeof what));
+    lua_insert(L, -2);
+    lua_setfield(L, -2, "field");
+    return 0;
   }
   sub.v = w->v; sub.at = &s;
   luaL_buffinit(L, &b);

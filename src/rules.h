@@ -37,7 +37,7 @@ enum format {
   F_NONE,
   F_UUID,     /* 8-4-4-4-12 hex digits */
   F_DECIMAL,  /* "2048", "0.5": digits with at most one '.' */
-  F_SPN,      /* letters, digits and whitespace, at least one letter or digit */
+  F_SPN,      /* ASCII letters, digits, spaces and tabs; at least one letter or digit */
   F_DATETIME, /* RFC 3339: 2026-01-31T12:00:00Z, fraction and offset optional */
   F_HEADER,   /* options only: no CR, LF or NUL (it becomes a header value) */
   F_COUNT_

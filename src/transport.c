@@ -82,7 +82,12 @@ static int on_prereq(void *ud, char *conn_primary_ip, char *conn_local_ip, int c
              "(set allow_insecure_http = true to allow it)", conn_primary_ip);
     return CURL_PREREQFUNC_ABORT;
   }
-  if (x->sends++ > 0 && !x->allow_resend) return CURL_PREREQFUNC_ABORT;
+  if (x->sends++ > 0 && !x->allow_resend) { /* libcurl's words would be "aborted by pre-request callback" */
+    snprintf(x->refusal, sizeof x->refusal,
+             "the connection was lost after the request went out (a kept-alive connection the server closed), "
+             "and telnyx.sim did not send it again");
+    return CURL_PREREQFUNC_ABORT;
+  }
   return CURL_PREREQFUNC_OK;
 }
 

@@ -31,24 +31,29 @@ local function copy(t)
 end
 
 -- Whether operation `name` takes a page param (every list_* but wireless regions).
-local function is_paged(name)
-  local d = sim().describe(name)
-  if not d or d.result ~= "list" then return false end
+local function is_paged(d)
+  if d.result ~= "list" then return false end
   for _, f in ipairs(d.params.fields) do
     if f.name == "page" and f.kind == "object" then return true end
   end
   return false
 end
 
+-- nil, or the err for a name that is no paged list operation (describe's words, under `who`).
+local function not_paged(who, name)
+  local d, err = sim().describe(name)
+  if not d then return fail("invalid_params", (err.message:gsub("^describe:", who .. ":")), { field = "name" }) end
+  if is_paged(d) then return nil end
+  return fail("invalid_params", who .. ": '" .. name .. "' is not a paged list operation (it takes no page)",
+    { field = "name" })
+end
+
 --- client:each(name, params [, opts]) -> iterator over every item of every page.
 -- Each step gives `item`, or `false, err` once when a page could not be had
 -- (bad params included), after which the loop ends.
 function flow.each(client, name, params, opts)
-  local failed
-  if type(name) ~= "string" or not is_paged(name) then
-    failed = fail("invalid_params", "each: '" .. tostring(name) .. "' is not a paged list operation",
-      { field = "name" })
-  elseif params ~= nil and type(params) ~= "table" then
+  local failed = not_paged("each", name)
+  if not failed and params ~= nil and type(params) ~= "table" then
     failed = fail("invalid_params", "each: params must be a table (got " .. type(params) .. ")", { field = "params" })
   end
   local p = copy(type(params) == "table" and params or {})
@@ -101,62 +106,138 @@ local function number_opt(opts, key, default)
   return v
 end
 
+local WAIT_OPTS = { timeout = true, interval = true, group = true }
+
+-- What polls each kind of action (record_type).
+local POLL = { sim_card_action = "get_sim_card_action", sim_card_group_action = "get_sim_card_group_action" }
+
+-- Why a table with this record_type is no action to wait for, and what to do instead.
+local NOT_AN_ACTION = {
+  sim_card = "a SIM card, not an action: pass what enable_sim_card, disable_sim_card, set_sim_card_standby, "
+    .. "set_sim_card_public_ip or remove_sim_card_public_ip returned (its data is the action)",
+  bulk_sim_card_action = "a bulk SIM card action, which has no status of its own: follow its SIM card actions "
+    .. "with client:each(\"list_sim_card_actions\", { filter = { bulk_sim_card_action_id = id } }), "
+    .. "or wait for each of them",
+}
+
+-- The action's id, the operation that polls it and the table given (if any) | nil, err.
+local function action_of(action, group)
+  if type(action) == "table" and type(action.data) == "table" then action = action.data end -- a whole res
+  if type(action) == "string" and action ~= "" then
+    return action, group and "get_sim_card_group_action" or "get_sim_card_action", nil
+  end
+  local rt = type(action) == "table" and action.record_type
+  local why = type(action) ~= "table" and "got " .. type(action)
+    or action[1] ~= nil and "got a list; wait for its actions one at a time"
+    or NOT_AN_ACTION[rt] and "got " .. NOT_AN_ACTION[rt]
+    or rt ~= nil and not POLL[rt] and "got a table whose record_type is '" .. tostring(rt) .. "'"
+    or type(action.id) ~= "string" and "got a table without a string id"
+  if why then
+    return nil, fail("invalid_params", "wait_for_action: needs a SIM card action or a SIM card group action "
+      .. "(its table, its result or its id); " .. why, { field = "action" })
+  end
+  return action.id, POLL[rt] or (group and "get_sim_card_group_action" or "get_sim_card_action"), action
+end
+
 --- client:wait_for_action(action_or_id [, { timeout =, interval =, group = }])
 -- -> the action once it is no longer "in-progress" | nil, err.
 -- A SIM card group action is followed when the table says so (record_type)
--- or with group = true. On timeout err.kind is "timeout" and err.action the
--- last state seen. The timeout counts the time spent waiting between polls.
+-- or with group = true. `timeout` is wall time on the client's monotonic
+-- clock, polls included (each poll's own timeout is cut to what is left; a
+-- client with an injected sleep counts the seconds it was asked to sleep).
+-- On timeout err.kind is "timeout" and err.action the last state seen.
 function flow.wait_for_action(client, action, opts)
   opts = opts or {}
   if type(opts) ~= "table" then
     return nil, fail("invalid_params", "wait_for_action: options must be a table", { field = "opts" })
+  end
+  for k in pairs(opts) do
+    if not WAIT_OPTS[k] then
+      return nil, fail("invalid_params", "wait_for_action: unknown option 'opts." .. tostring(k)
+        .. "' (known options: group, interval, timeout)", { field = "opts." .. tostring(k) })
+    end
   end
   local timeout, err = number_opt(opts, "timeout", DEFAULT_WAIT_TIMEOUT)
   if not timeout then return nil, err end
   local interval
   interval, err = number_opt(opts, "interval", DEFAULT_WAIT_INTERVAL)
   if not interval then return nil, err end
-  if type(action) == "table" and type(action.data) == "table" then action = action.data end -- a whole res
-  local id = type(action) == "table" and action.id or action
-  if type(id) ~= "string" then
-    return nil, fail("invalid_params", "wait_for_action: needs an action table or its id (got " .. type(action) .. ")",
-      { field = "action" })
+  local id, get, last = action_of(action, opts.group)
+  if not id then return nil, get end
+  local req
+  req, err = client:request(get, { id = id }) -- the poll's own timeout, to cut to what is left
+  if not req then return nil, err end
+  local start, slept = client:clock(), 0
+  local function left() return timeout - math.max(client:clock() - start, slept) end
+  local function timed_out()
+    return nil, fail("timeout", string.format("wait_for_action: action %s still %s after %gs", id,
+      tostring(status_of(last)), timeout), { action = last })
   end
-  local group = opts.group or (type(action) == "table" and action.record_type == "sim_card_group_action")
-  local get = group and "get_sim_card_group_action" or "get_sim_card_action"
-  local waited, last = 0, type(action) == "table" and action or nil
   while true do
     if last and status_of(last) ~= nil and status_of(last) ~= "in-progress" then return last end
-    if last and waited >= timeout then
-      return nil, fail("timeout", string.format("wait_for_action: action %s still %s after %gs", id,
-        tostring(status_of(last)), waited), { action = last })
-    end
     if last then
-      local step = math.min(interval, timeout - waited)
+      if left() <= 0 then return timed_out() end
+      local step = math.min(interval, left())
       client:sleep(step)
-      waited = waited + step
+      slept = slept + step
+      if left() <= 0 then return timed_out() end
     end
     local res
-    res, err = client:call(get, { id = id })
-    if not res then return nil, err end
+    res, err = client:call(get, { id = id }, { timeout = math.max(math.min(req.timeout, left()), 0.001) })
+    if not res then
+      if last and err.kind == "timeout" and left() <= 0 then return timed_out() end
+      return nil, err
+    end
     last = res.data
   end
 end
 
 local CALL_OPTS = { timeout = true, max_retries = true, headers = true }
 
+local function refuse_cards(why, field)
+  return nil, fail("invalid_params", "get_activation_codes: needs SIM cards or their ids (a list of them, one "
+    .. "of them, a result such as purchase_esims', or an each iterator); " .. why, { field = field or "cards" })
+end
+
+-- The list of cards or ids in what the caller passed | nil, err (before any request).
+local function cards_of(x)
+  if type(x) == "function" then -- client:each("list_sim_cards", ...): every card it gives
+    local list = {}
+    for card, err in x do
+      if not card then return nil, err end
+      list[#list + 1] = card
+    end
+    return list
+  end
+  if type(x) == "string" and x ~= "" then return { x } end
+  if type(x) ~= "table" then return refuse_cards("got " .. type(x)) end
+  if type(x.data) == "table" then x = x.data end -- a result
+  if type(x.id) == "string" then return { x } end -- one card
+  local n = 0
+  for _ in pairs(x) do n = n + 1 end
+  if n ~= #x then return refuse_cards("got a table that is not a list") end
+  for i = 1, n do
+    local v = x[i]
+    if not (type(v) == "string" and v ~= "" or type(v) == "table" and type(v.id) == "string") then
+      return refuse_cards("[" .. i .. "] is " .. (type(v) == "table" and "a table without a string id"
+        or "a " .. type(v)), "cards[" .. i .. "]")
+    end
+  end
+  return x
+end
+
 --- client:get_activation_codes(cards_or_ids [, opts]) -> results | nil, err
 -- The activation codes of many eSIMs at once, on client:batch (one GET each:
--- the API has no bulk form). cards_or_ids: SIM card tables (physical ones are
--- skipped) or ids. opts: concurrency, progress (as batch's, indices into
+-- the API has no bulk form). cards_or_ids: a list of SIM card tables (physical
+-- ones are skipped) or ids, one of them, a result (purchase_esims') or an each
+-- iterator; anything else is refused before any request. opts: concurrency, progress (as batch's, indices into
 -- cards_or_ids), and timeout, max_retries, headers for every call.
 -- results[i] = { id =, activation_code = } | { id =, err = } | { id =, skipped = "physical" };
 -- results.ok and results.failed count the calls made.
 function flow.get_activation_codes(client, cards, opts)
-  if type(cards) ~= "table" then
-    return nil, fail("invalid_params", "get_activation_codes: needs an array of SIM cards or ids (got "
-      .. type(cards) .. ")", { field = "cards" })
-  end
+  local err
+  cards, err = cards_of(cards)
+  if not cards then return nil, err end
   opts = opts or {}
   if type(opts) ~= "table" then
     return nil, fail("invalid_params", "get_activation_codes: options must be a table", { field = "opts" })
@@ -182,11 +263,12 @@ function flow.get_activation_codes(client, cards, opts)
   end
   if type(opts.progress) == "function" then
     local progress = opts.progress
-    batch_opts.progress = function(done, total, j, res, err) return progress(done, total, where[j], res, err) end
+    batch_opts.progress = function(done, total, j, res, e) return progress(done, total, where[j], res, e) end
   elseif opts.progress ~= nil then
     batch_opts.progress = opts.progress -- batch refuses it, naming opts.progress
   end
-  local done, err = client:batch(calls, batch_opts)
+  local done
+  done, err = client:batch(calls, batch_opts)
   if not done then
     if err.index then err.index = where[err.index] end
     return nil, err
