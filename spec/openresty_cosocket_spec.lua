@@ -265,8 +265,11 @@ describe("telnyx.sim.resty over cosockets (lua-resty-http) in nginx #nginx", fun
       for _, name in ipairs{ "authorization", "content-type", "accept", "idempotency-key", "content-length", "host" } do
         assert.equal(plain.headers[name], viaresty.headers[name], name)
       end
-      local ua = "^telnyx%-sim%-lua/" .. sim._VERSION:gsub("%.", "%%.") .. " %(Lua 5%.%d; libcurl/[%d.]+%)$"
-      assert.matches(ua, viaresty.headers["user-agent"])
+      -- the User-Agent names what sent it: cosockets through lua-resty-http, not the C module's libcurl
+      local version = sim._VERSION:gsub("%.", "%%.")
+      assert.matches("^telnyx%-sim%-lua/" .. version .. " %(Lua 5%.%d; libcurl/[%d.]+%)$", plain.headers["user-agent"])
+      assert.matches("^telnyx%-sim%-lua/" .. version
+        .. " %(Lua 5%.1; cosocket; lua%-resty%-http/%d+%.%d+%.%d+; ngx_lua/%d+%.%d+%.%d+%)$", viaresty.headers["user-agent"])
       local names = {}
       for name in pairs(viaresty.headers) do names[#names + 1] = name end
       table.sort(names)
