@@ -38,6 +38,7 @@ http {
   lua_package_path "{{REPO}}/?.lua;{{VENDOR_LUA_PATH}};;";
   lua_package_cpath "{{REPO}}/build/luajit/?.so;;";
   lua_ssl_trusted_certificate {{CERT_DIR}}/trusted.pem;
+  resolver 127.0.0.1:{{DNS_PORT}} ipv6=off; # a UDP socket of the spec's that never answers
   init_by_lua_block { require("spec.support.openresty_app").init("{{KEY}}") }
   init_worker_by_lua_block { require("spec.support.openresty_app").init_worker("{{KEY}}") }
   upstream telnyx_stub { server 127.0.0.1:{{STUB_PORT}}; keepalive 8; }
@@ -163,7 +164,7 @@ local function count(reqs, path)
 end
 
 describe("telnyx.sim.resty over cosockets (lua-resty-http) in nginx #nginx", function()
-  local stub, server, tls, cert_dir, ports
+  local stub, server, tls, cert_dir, ports, dns
 
   setup(function()
     nginx.build_luajit_module()
@@ -174,13 +175,18 @@ describe("telnyx.sim.resty over cosockets (lua-resty-http) in nginx #nginx", fun
     tls = nginx.start{ conf = TLS_CONF, values = { STUB_PORT = stub.port, CERT_DIR = cert_dir,
       UNTRUSTED_PORT = ports.UNTRUSTED_PORT, WRONG_NAME_PORT = ports.WRONG_NAME_PORT } }
     ports.TLS_PORT = tls.port
-    server = nginx.start{ conf = CONF, values = { STUB_PORT = stub.port, KEY = KEY, CERT_DIR = cert_dir } }
+    dns = assert(socket.udp()) -- queries land in its buffer, never read, never answered
+    assert(dns:setsockname("127.0.0.1", 0))
+    local _, dns_port = dns:getsockname()
+    server = nginx.start{ conf = CONF, values = { STUB_PORT = stub.port, KEY = KEY, CERT_DIR = cert_dir,
+      DNS_PORT = dns_port } }
   end)
 
   teardown(function()
     if server then server:stop() end
     if tls then tls:stop() end
     if stub then stub:stop() end
+    if dns then dns:close() end
     if cert_dir then run("rm -rf " .. shell_quote(cert_dir)) end
   end)
 
@@ -502,6 +508,32 @@ describe("telnyx.sim.resty over cosockets (lua-resty-http) in nginx #nginx", fun
       assert.equal("10015", out.err.errors[1].code)
       assert.not_matches(KEY, raw.body)
       assert.matches("REDACTED", raw.body)
+    end)
+
+    it("a resolver that never answers: connect_timeout bounds each attempt, not nginx's resolver_timeout (30 s)", function()
+      -- as a new user would call it: a host name, the default retries
+      local out = call{ op = "purchase_esims", params = { amount = 1 },
+        client = { base_url = "https://api.example.test/v2", connect_timeout = 1, timeout = 2 } }
+      assert.equal("timeout", out.err.kind)
+      assert.matches("timed out connecting before the request was sent", out.err.message)
+      assert.is_true(out.err.retryable)
+      assert.equal(3, out.err.attempts)
+      -- three attempts of 1 s and two back-offs (0.5 s and 1 s at most)
+      assert.is_true(out.elapsed >= 2.9 and out.elapsed < 6, out.elapsed)
+    end)
+
+    it("a Content-Length that is not one count of bytes: 'connection', and the worker goes on", function()
+      -- lua-resty-http reads a negative one in a loop that never yields: the worker would hang
+      for _, length in ipairs{ "-1", "2\r\nContent-Length: 3", "0x10" } do
+        stub:reset()
+        stub:queue{ mode = "raw", body = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+          .. length .. "\r\n\r\n{}" }
+        local out = call{ op = "get_sim_card", params = { id = helpers.uuid() }, client = { max_retries = 0 } }
+        assert.equal("connection", out.err.kind, length)
+        assert.matches("not one count of bytes", out.err.message)
+        assert.is_true(out.elapsed < 1, out.elapsed)
+      end
+      assert.equal("pong\n", nginx_http("/ping").body)
     end)
 
     describe("max_response_bytes, enforced while reading", function()
