@@ -224,12 +224,17 @@ local function certificate_problem(message)
   return message:find("certificate", 1, true) or message:find("verif", 1, true)
 end
 
--- A failed attempt: its connection closed, the failure in client:interpret's terms.
-local function failed(state, failure, message, permanent)
-  if state.httpc then pcall(state.httpc.close, state.httpc) end
-  return nil, { failure = failure, message = state.origin.where .. ": " .. message,
+-- A failure in client:interpret's terms.
+local function failure(state, kind, message, permanent)
+  return { failure = kind, message = state.origin.where .. ": " .. message,
     status = state.status, -- once a response head was in
     permanent = permanent }
+end
+
+-- A failed attempt: its connection closed.
+local function failed(state, kind, message, permanent)
+  if state.httpc then pcall(state.httpc.close, state.httpc) end
+  return nil, failure(state, kind, message, permanent)
 end
 
 local function connect_timed_out(state)
@@ -314,8 +319,8 @@ local function exchange(state)
   local httpc, err = http.new()
   if not httpc then return failed(state, "not_sent", "lua-resty-http: " .. tostring(err)) end
   state.httpc = httpc
-  local ok, failure = connect(state, httpc)
-  if not ok then return nil, failure end
+  local ok, why = connect(state, httpc)
+  if not ok then return nil, why end
   state.connected = true
   local left = state.deadline - now()
   if left <= 0 then return failed(state, "connect_timeout", "connected, but with no time left to send") end
@@ -362,11 +367,11 @@ end
 local function give_up(state, thread)
   if state.reading_body then
     -- lua-resty-http's body reader is a coroutine of its own, whose pending read a kill would leave
-    -- behind on the socket; a 1 ms timeout ends that read at its next event instead (every byte
-    -- re-arms a read's timer), and the thread then fails on the deadline.
+    -- behind on the socket. A 1 ms timeout ends that read at its next event instead (every byte
+    -- re-arms a read's timer with the timeout of the moment), and the thread then fails on the
+    -- deadline and closes the connection, on its own: the attempt ends now.
     state.httpc:set_timeouts(1, 1, 1)
-    ngx.thread.wait(thread)
-    return state.outcome[1], state.outcome[2]
+    return nil, failure(state, "timeout", "the response did not arrive whole in time")
   end
   ngx.thread.kill(thread) -- in connect or request: ngx_lua cleans up the socket's pending operation
   if not state.sent then return connect_timed_out(state) end
