@@ -673,13 +673,14 @@ describe("telnyx.sim.resty over cosockets (lua-resty-http) in nginx #nginx", fun
 
       -- lua-resty-core 0.1.25's sslhandshake sometimes raises instead of returning an error
       -- here (about 1 run in 6): 24 purchases see both ways end the same
-      it("a certificate nginx does not trust: 'connection' before anything was sent, every time", function()
+      it("a certificate nginx does not trust: 'connection' before anything was sent, not retried, every time", function()
         for i = 1, 24 do
           local out = call{ op = "purchase_esims", params = { amount = 1 },
-            client = { base_url = tls_url("UNTRUSTED_PORT"), max_retries = 0 } }
+            client = { base_url = tls_url("UNTRUSTED_PORT"), max_retries = 2 } }
           assert.equal("connection", out.err.kind, i)
           assert.matches("before the request was sent", out.err.message)
-          assert.equal(1, out.err.attempts)
+          assert.equal(1, out.err.attempts) -- permanent: another attempt cannot help
+          assert.is_false(out.err.retryable)
         end
         no_traffic()
       end)
@@ -716,11 +717,13 @@ describe("telnyx.sim.resty over cosockets (lua-resty-http) in nginx #nginx", fun
         assert.is_true(out.elapsed >= 0.9 and out.elapsed < 2.5, out.elapsed)
       end)
 
-      it("a trusted certificate for another name: refused (ssl_server_name checks the host)", function()
+      it("a trusted certificate for another name: refused (ssl_server_name checks the host), not retried", function()
         local out = call{ op = "purchase_esims", params = { amount = 1 },
-          client = { base_url = tls_url("WRONG_NAME_PORT"), max_retries = 0 } }
+          client = { base_url = tls_url("WRONG_NAME_PORT"), max_retries = 2 } }
         assert.equal("connection", out.err.kind)
         assert.matches("before the request was sent", out.err.message)
+        assert.equal(1, out.err.attempts)
+        assert.is_false(out.err.retryable)
         no_traffic()
       end)
     end)
