@@ -450,6 +450,20 @@ describe("telnyx.sim.resty over cosockets (lua-resty-http) in nginx #nginx", fun
       assert.equal(1, count(stub:requests(), PURCHASE))
     end)
 
+    it("a head trickling a byte at a time ends at `timeout` too (its thread killed mid-read)", function()
+      stub:queue{ mode = "trickle", trickle_head = true, interval = 0.1, status = 202,
+        json = { data = { helpers.sim_card() } } }
+      local out = call{ op = "purchase_esims", params = { amount = 1 }, client = { timeout = 1, max_retries = 2 } }
+      assert.equal("timeout", out.err.kind)
+      assert.matches("timed out after the request was sent", out.err.message)
+      assert.is_nil(out.err.status) -- no whole head arrived
+      assert.equal(1, out.err.attempts)
+      assert.is_true(out.elapsed >= 0.95 and out.elapsed < 1.6, out.elapsed)
+      assert.equal(1, count(stub:requests(), PURCHASE))
+      -- the nginx worker goes on: a next call works
+      assert.is_nil(call{ op = "get_sim_card", params = { id = helpers.uuid() } }.err)
+    end)
+
     it("a trickle that ends in time is a response", function()
       stub:queue{ mode = "trickle", interval = 0.001, status = 202,
         json = { data = { helpers.sim_card{ id = "11111111-2222-4333-8444-555555555555" } } } }
