@@ -843,6 +843,21 @@ describe("telnyx.sim.resty over cosockets (lua-resty-http) in nginx #nginx", fun
       assert.equal(1, count(stub:requests(), PURCHASE))
     end)
 
+    it("a call whose body trickles past `timeout` fails at it; the batch's other calls go on", function()
+      local calls = card_gets(3)
+      stub:queue{ match = "/v2/sim_cards/" .. calls[2][2].id, mode = "trickle", interval = 0.1, status = 200,
+        json = { data = helpers.sim_card{ id = calls[2][2].id } } }
+      local out = batch{ calls = calls, opts = { concurrency = 3 }, client = { timeout = 1, max_retries = 0 } }
+      assert.equal(2, out.ok)
+      assert.equal(calls[1][2].id, out.results[1].res.data.id)
+      assert.equal("timeout", out.results[2].err.kind)
+      assert.equal(calls[3][2].id, out.results[3].res.data.id)
+      assert.is_true(out.elapsed >= 0.95 and out.elapsed < 1.6, out.elapsed)
+      -- and the worker's next batch works
+      calls = card_gets(2)
+      assert_in_order(calls, batch{ calls = calls })
+    end)
+
     it("progress raising in a content handler: the light threads are killed at once", function()
       -- (the capture transport cannot be: nginx does not kill a thread with a pending subrequest)
       local calls = card_gets(3)
