@@ -62,7 +62,7 @@ TEST_ALL_LUAS = 5.4 5.1 5.2 5.3 luajit
 all: $(MODULE)
 
 # The module: the binding, the no-I/O core and the libcurl transport.
-CORE_SRC = src/rules.c src/operations.c src/interpret.c src/err.c src/json.c src/http1.c src/strbuf.c src/random.c src/config.c
+CORE_SRC = src/rules.c src/operations.c src/interpret.c src/err.c src/json.c src/strbuf.c src/random.c src/config.c
 SRC = lua_telnyx_sim.c src/batch.c src/transport.c $(CORE_SRC)
 HDR = $(wildcard src/*.h)
 
@@ -171,7 +171,7 @@ ASAN_MODULE = $(ASAN_DIR)/telnyx/sim.so
 ASAN_RT = libclang_rt.asan-x86_64.so
 SAN_FLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
 FUZZ_SECONDS ?= 600
-FUZZ_TARGETS = interpret request http1
+FUZZ_TARGETS = interpret request
 FUZZ_BINS = $(FUZZ_TARGETS:%=build/fuzz/fuzz_%)
 
 $(MEMCHECK_MODULE): $(SRC) $(HDR)
@@ -208,12 +208,11 @@ asan:
 
 # The module compiled into each target, Lua 5.4 embedded, Debian's cjson.so loaded from package.cpath.
 # The targets link the binding and the no-I/O core with a stand-in transport,
-# and no libcurl: the core calls none of it. The HTTP/1.1 head limit is 600 bytes there, so that
-# inputs of a few KiB reach it (fuzz_http1).
+# and no libcurl: the core calls none of it.
 FUZZ_SRC = lua_telnyx_sim.c src/batch.c $(CORE_SRC) fuzz/no_transport.c
 build/fuzz/fuzz_%: fuzz/fuzz_%.c fuzz/harness.h $(FUZZ_SRC) $(HDR)
 	@mkdir -p $(dir $@)
-	$(SAN_CC) $(SAN_FLAGS) -fsanitize=fuzzer -std=c99 -Wall -Wextra -Wno-missing-field-initializers -DTSIM_HTTP1_MAX_HEAD='((size_t)600)' \
+	$(SAN_CC) $(SAN_FLAGS) -fsanitize=fuzzer -std=c99 -Wall -Wextra -Wno-missing-field-initializers \
 	  $(SAN_LUA_INC) $(CURL_CFLAGS) \
 	  $< $(FUZZ_SRC) -o $@ -llua5.4 -lpthread -lm -ldl
 

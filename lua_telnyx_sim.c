@@ -7,7 +7,6 @@
  *   rules.c                 the engine: validate, build body / URL, describe, self-check
  *   interpret.c, err.c      the response half, the retry verdict, the one err shape
  *   json.c, strbuf.c        JSON codec, growable buffer
- *   http1.c                 an HTTP/1.1 response reader (telnyx.sim.http1, the cosocket transport's)
  *   transport.c             libcurl (the only file that calls it)
  * rules.c, interpret.c and err.c do no I/O, so a transport outside C
  * (telnyx/sim/resty.lua) keeps every rule through client:request and
@@ -26,7 +25,6 @@
 #include "src/compat.h"
 #include "src/core.h"
 #include "src/json.h"
-#include "src/http1.h"
 #include "src/transport.h"
 #include "src/client.h"
 
@@ -653,24 +651,9 @@ static long clamped_field(lua_State *L, int t, const char *key, long lo, long hi
   return d > (double)hi ? over : (long)d;
 }
 
-/* Fills `a` from reply.response, a telnyx.sim.http1 reader (the cosocket
- * transport's): its headers and body are read where they are. 0 if absent. */
-static int attempt_from_reader(lua_State *L, const struct client *c, struct attempt *a) {
-  lua_getfield(L, 3, "response"); /* kept on the stack while `a` points into it */
-  if (lua_isnil(L, -1)) {
-    lua_pop(L, 1);
-    return 0;
-  }
-  luaL_argcheck(L, tsim_http1_whole(L, -1, &a->status, &a->meta, &a->body, &a->body_len), 3,
-                "reply.response must be a telnyx.sim.http1 reader that has read a whole response");
-  a->outcome = a->body_len > c->t.max_response_bytes ? OUT_TOO_LARGE : OUT_RESPONSE;
-  return 1;
-}
-
 /* Fills `a` from a reply table at 3: a response or a failure. */
 static void attempt_from_reply(lua_State *L, const struct client *c, struct attempt *a) {
   memset(a, 0, sizeof *a);
-  if (attempt_from_reader(L, c, a)) return;
   lua_getfield(L, 3, "headers");
   meta_from_table(L, lua_gettop(L), &a->meta);
   lua_pop(L, 1);
@@ -808,7 +791,6 @@ static const luaL_Reg module_functions[] = {
   {"error", sim_error},
   {"describe", sim_describe},
   {"encode", sim_encode},
-  {"http1_response", tsim_http1_response}, /* telnyx.sim.http1's reader (see src/http1.h) */
   {NULL, NULL}
 };
 

@@ -40,7 +40,7 @@ build = {
       ["telnyx.sim"] = {
          sources = {
             "lua_telnyx_sim.c", "src/batch.c", "src/transport.c", "src/rules.c", "src/operations.c", "src/interpret.c",
-            "src/err.c", "src/json.c", "src/http1.c", "src/strbuf.c", "src/random.c", "src/config.c",
+            "src/err.c", "src/json.c", "src/strbuf.c", "src/random.c", "src/config.c",
          },
          libraries = { "curl", "pthread", "m" },
          incdirs = { "$(CURL_INCDIR)" },
@@ -51,8 +51,6 @@ build = {
       ["telnyx.sim.resty"] = "telnyx/sim/resty.lua",
       -- each and wait_for_action, shared by both clients
       ["telnyx.sim.flow"] = "telnyx/sim/flow.lua",
-      -- HTTP/1.1 bytes without I/O, for telnyx.sim.resty's cosocket transport
-      ["telnyx.sim.http1"] = "telnyx/sim/http1.lua",
    },
    -- The LuaLS definition file (types/telnyx/sim.lua, `---@meta`; make generate), copied as-is
    -- into the rock's own directory (lib/luarocks/rocks-5.x/telnyx-sim/<version>/types/), off

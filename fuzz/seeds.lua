@@ -1,6 +1,6 @@
--- Writes the seed corpus (fuzz/corpus-seed/{interpret,request,http1}/) from readable
+-- Writes the seed corpus (fuzz/corpus-seed/{interpret,request}/) from readable
 -- descriptions, following the input layout the targets read (see
--- fuzz/fuzz_interpret.c, fuzz/fuzz_request.c and fuzz/fuzz_http1.c). Run: lua5.4 fuzz/seeds.lua
+-- fuzz/fuzz_interpret.c and fuzz/fuzz_request.c). Run: lua5.4 fuzz/seeds.lua
 local dir = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "fuzz"
 
 local function b(...) return string.char(...) end
@@ -160,25 +160,5 @@ local function write_all(sub, seeds, encode)
   end
 end
 
----------------------------------------------------------------------------
--- http1: max_body selector (0 16 512 4096 1 MiB), method (GET HEAD POST), cut seed, the bytes
----------------------------------------------------------------------------
-local function http1(t) return b(t.max or 3, t.method or 0, t.cut or 7) .. table.concat(t.bytes) end
-
-local http1_seeds = {
-  length = { bytes = { "HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\nX-Request-Id: r1\r\n",
-    "Content-Length: 11\r\n\r\n{\"data\":[]}" } },
-  chunked = { bytes = { "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
-    "4;ext=1\r\nabcd\r\n3 \r\nefg\r\n0\r\nX-Trailer: t\r\n\r\n" } },
-  close = { method = 2, bytes = { "HTTP/1.0 500 Internal Server Error\r\nConnection: keep-alive\r\n\r\nno length" } },
-  interim = { bytes = { "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n",
-    "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\nretry-after-ms: 250\r\nContent-Length: 0\r\n\r\n" } },
-  head = { method = 1, bytes = { "HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n" } },
-  too_large = { max = 1, bytes = { "HTTP/1.1 200 OK\r\nContent-Length: 17\r\n\r\n01234567890123456" } },
-  twice = { bytes = { "HTTP/1.1 200 OK\r\nContent-Length: 2\r\ncontent-length:  2 \r\nSet-Thing: a\r\n",
-    "Set-Thing: b\r\n\r\nokHTTP/1.1 200 OK\r\n" } },
-}
-
 write_all("interpret", interpret_seeds, interpret)
 write_all("request", request_seeds, request)
-write_all("http1", http1_seeds, http1)

@@ -38,6 +38,7 @@ http {
   lua_package_path "{{REPO}}/?.lua;{{VENDOR_LUA_PATH}};;";
   lua_package_cpath "{{REPO}}/build/luajit/?.so;;";
   lua_ssl_trusted_certificate {{CERT_DIR}}/trusted.pem;
+  resolver 127.0.0.1:{{DNS_PORT}} ipv6=off; # a UDP socket of the spec's that never answers
   init_by_lua_block { require("spec.support.openresty_app").init("{{KEY}}") }
   init_worker_by_lua_block { require("spec.support.openresty_app").init_worker("{{KEY}}") }
   upstream telnyx_stub { server 127.0.0.1:{{STUB_PORT}}; keepalive 8; }
@@ -163,7 +164,7 @@ local function count(reqs, path)
 end
 
 describe("telnyx.sim.resty over cosockets (lua-resty-http) in nginx #nginx", function()
-  local stub, server, tls, cert_dir, ports
+  local stub, server, tls, cert_dir, ports, dns
 
   setup(function()
     nginx.build_luajit_module()
@@ -174,13 +175,18 @@ describe("telnyx.sim.resty over cosockets (lua-resty-http) in nginx #nginx", fun
     tls = nginx.start{ conf = TLS_CONF, values = { STUB_PORT = stub.port, CERT_DIR = cert_dir,
       UNTRUSTED_PORT = ports.UNTRUSTED_PORT, WRONG_NAME_PORT = ports.WRONG_NAME_PORT } }
     ports.TLS_PORT = tls.port
-    server = nginx.start{ conf = CONF, values = { STUB_PORT = stub.port, KEY = KEY, CERT_DIR = cert_dir } }
+    dns = assert(socket.udp()) -- queries land in its buffer, never read, never answered
+    assert(dns:setsockname("127.0.0.1", 0))
+    local _, dns_port = dns:getsockname()
+    server = nginx.start{ conf = CONF, values = { STUB_PORT = stub.port, KEY = KEY, CERT_DIR = cert_dir,
+      DNS_PORT = dns_port } }
   end)
 
   teardown(function()
     if server then server:stop() end
     if tls then tls:stop() end
     if stub then stub:stop() end
+    if dns then dns:close() end
     if cert_dir then run("rm -rf " .. shell_quote(cert_dir)) end
   end)
 
@@ -265,8 +271,11 @@ describe("telnyx.sim.resty over cosockets (lua-resty-http) in nginx #nginx", fun
       for _, name in ipairs{ "authorization", "content-type", "accept", "idempotency-key", "content-length", "host" } do
         assert.equal(plain.headers[name], viaresty.headers[name], name)
       end
-      local ua = "^telnyx%-sim%-lua/" .. sim._VERSION:gsub("%.", "%%.") .. " %(Lua 5%.%d; libcurl/[%d.]+%)$"
-      assert.matches(ua, viaresty.headers["user-agent"])
+      -- the User-Agent names what sent it: cosockets through lua-resty-http, not the C module's libcurl
+      local version = sim._VERSION:gsub("%.", "%%.")
+      assert.matches("^telnyx%-sim%-lua/" .. version .. " %(Lua 5%.%d; libcurl/[%d.]+%)$", plain.headers["user-agent"])
+      assert.matches("^telnyx%-sim%-lua/" .. version
+        .. " %(Lua 5%.1; cosocket; lua%-resty%-http/%d+%.%d+%.%d+; ngx_lua/%d+%.%d+%.%d+%)$", viaresty.headers["user-agent"])
       local names = {}
       for name in pairs(viaresty.headers) do names[#names + 1] = name end
       table.sort(names)
@@ -441,6 +450,20 @@ describe("telnyx.sim.resty over cosockets (lua-resty-http) in nginx #nginx", fun
       assert.equal(1, count(stub:requests(), PURCHASE))
     end)
 
+    it("a head trickling a byte at a time ends at `timeout` too (its thread killed mid-read)", function()
+      stub:queue{ mode = "trickle", trickle_head = true, interval = 0.1, status = 202,
+        json = { data = { helpers.sim_card() } } }
+      local out = call{ op = "purchase_esims", params = { amount = 1 }, client = { timeout = 1, max_retries = 2 } }
+      assert.equal("timeout", out.err.kind)
+      assert.matches("timed out after the request was sent", out.err.message)
+      assert.is_nil(out.err.status) -- no whole head arrived
+      assert.equal(1, out.err.attempts)
+      assert.is_true(out.elapsed >= 0.95 and out.elapsed < 1.6, out.elapsed)
+      assert.equal(1, count(stub:requests(), PURCHASE))
+      -- the nginx worker goes on: a next call works
+      assert.is_nil(call{ op = "get_sim_card", params = { id = helpers.uuid() } }.err)
+    end)
+
     it("a trickle that ends in time is a response", function()
       stub:queue{ mode = "trickle", interval = 0.001, status = 202,
         json = { data = { helpers.sim_card{ id = "11111111-2222-4333-8444-555555555555" } } } }
@@ -499,6 +522,32 @@ describe("telnyx.sim.resty over cosockets (lua-resty-http) in nginx #nginx", fun
       assert.equal("10015", out.err.errors[1].code)
       assert.not_matches(KEY, raw.body)
       assert.matches("REDACTED", raw.body)
+    end)
+
+    it("a resolver that never answers: connect_timeout bounds each attempt, not nginx's resolver_timeout (30 s)", function()
+      -- as a new user would call it: a host name, the default retries
+      local out = call{ op = "purchase_esims", params = { amount = 1 },
+        client = { base_url = "https://api.example.test/v2", connect_timeout = 1, timeout = 2 } }
+      assert.equal("timeout", out.err.kind)
+      assert.matches("timed out connecting before the request was sent", out.err.message)
+      assert.is_true(out.err.retryable)
+      assert.equal(3, out.err.attempts)
+      -- three attempts of 1 s and two back-offs (0.5 s and 1 s at most)
+      assert.is_true(out.elapsed >= 2.9 and out.elapsed < 6, out.elapsed)
+    end)
+
+    it("a Content-Length that is not one count of bytes: 'connection', and the worker goes on", function()
+      -- lua-resty-http reads a negative one in a loop that never yields: the worker would hang
+      for _, length in ipairs{ "-1", "2\r\nContent-Length: 3", "0x10" } do
+        stub:reset()
+        stub:queue{ mode = "raw", body = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+          .. length .. "\r\n\r\n{}" }
+        local out = call{ op = "get_sim_card", params = { id = helpers.uuid() }, client = { max_retries = 0 } }
+        assert.equal("connection", out.err.kind, length)
+        assert.matches("not one count of bytes", out.err.message)
+        assert.is_true(out.elapsed < 1, out.elapsed)
+      end
+      assert.equal("pong\n", nginx_http("/ping").body)
     end)
 
     describe("max_response_bytes, enforced while reading", function()
@@ -638,13 +687,14 @@ describe("telnyx.sim.resty over cosockets (lua-resty-http) in nginx #nginx", fun
 
       -- lua-resty-core 0.1.25's sslhandshake sometimes raises instead of returning an error
       -- here (about 1 run in 6): 24 purchases see both ways end the same
-      it("a certificate nginx does not trust: 'connection' before anything was sent, every time", function()
+      it("a certificate nginx does not trust: 'connection' before anything was sent, not retried, every time", function()
         for i = 1, 24 do
           local out = call{ op = "purchase_esims", params = { amount = 1 },
-            client = { base_url = tls_url("UNTRUSTED_PORT"), max_retries = 0 } }
+            client = { base_url = tls_url("UNTRUSTED_PORT"), max_retries = 2 } }
           assert.equal("connection", out.err.kind, i)
           assert.matches("before the request was sent", out.err.message)
-          assert.equal(1, out.err.attempts)
+          assert.equal(1, out.err.attempts) -- permanent: another attempt cannot help
+          assert.is_false(out.err.retryable)
         end
         no_traffic()
       end)
@@ -681,11 +731,13 @@ describe("telnyx.sim.resty over cosockets (lua-resty-http) in nginx #nginx", fun
         assert.is_true(out.elapsed >= 0.9 and out.elapsed < 2.5, out.elapsed)
       end)
 
-      it("a trusted certificate for another name: refused (ssl_server_name checks the host)", function()
+      it("a trusted certificate for another name: refused (ssl_server_name checks the host), not retried", function()
         local out = call{ op = "purchase_esims", params = { amount = 1 },
-          client = { base_url = tls_url("WRONG_NAME_PORT"), max_retries = 0 } }
+          client = { base_url = tls_url("WRONG_NAME_PORT"), max_retries = 2 } }
         assert.equal("connection", out.err.kind)
         assert.matches("before the request was sent", out.err.message)
+        assert.equal(1, out.err.attempts)
+        assert.is_false(out.err.retryable)
         no_traffic()
       end)
     end)
@@ -789,6 +841,21 @@ describe("telnyx.sim.resty over cosockets (lua-resty-http) in nginx #nginx", fun
       assert.equal("connection", out.results[2].err.kind)
       assert.is_false(out.results[2].err.retryable)
       assert.equal(1, count(stub:requests(), PURCHASE))
+    end)
+
+    it("a call whose body trickles past `timeout` fails at it; the batch's other calls go on", function()
+      local calls = card_gets(3)
+      stub:queue{ match = "/v2/sim_cards/" .. calls[2][2].id, mode = "trickle", interval = 0.1, status = 200,
+        json = { data = helpers.sim_card{ id = calls[2][2].id } } }
+      local out = batch{ calls = calls, opts = { concurrency = 3 }, client = { timeout = 1, max_retries = 0 } }
+      assert.equal(2, out.ok)
+      assert.equal(calls[1][2].id, out.results[1].res.data.id)
+      assert.equal("timeout", out.results[2].err.kind)
+      assert.equal(calls[3][2].id, out.results[3].res.data.id)
+      assert.is_true(out.elapsed >= 0.95 and out.elapsed < 1.6, out.elapsed)
+      -- and the worker's next batch works
+      calls = card_gets(2)
+      assert_in_order(calls, batch{ calls = calls })
     end)
 
     it("progress raising in a content handler: the light threads are killed at once", function()

@@ -4,8 +4,7 @@
 --
 -- POST /call {op=, params=, opts=, client={...resty.new options, transport="custom" | blocking=true | keep=name}}
 --   -> 200 {res=, err=, transport=}        (in content, rewrite or access: see the conf)
--- client.transport: "custom" is app.cosocket_transport (a minimal function), "half_reader" a function
--- returning a telnyx.sim.http1 reader that has read half a response; any other value goes to
+-- client.transport: "custom" is app.cosocket_transport (a minimal function); any other value goes to
 -- resty.new as it is ("cosocket", "capture", or none: resty's default). client.keep = name: the
 -- worker keeps that client between requests (its connection pool with it).
 local cjson = require "cjson.safe"
@@ -75,13 +74,6 @@ local function client_for(spec)
     return require("telnyx.sim").new(options)
   end
   if options.transport == "custom" then options.transport = app.cosocket_transport end
-  if options.transport == "half_reader" then -- "sent", then a telnyx.sim.http1 reader that read half an answer
-    options.transport = function()
-      local r = require("telnyx.sim.http1").response("POST", 4096)
-      assert(r:feed("HTTP/1.1 202 Accepted\r\nContent-Length: 10\r\n\r\nabc") == false)
-      return 202, r
-    end
-  end
   local client, err = resty.new(options)
   if keep then kept[keep] = client end
   return client, err

@@ -14,7 +14,8 @@
 --
 -- Every API request (any path outside /__stub/) is logged, then answered by
 -- the first matching scripted queue entry if there is one (fault modes:
--- stall, stall_accept, close, reset, raw, huge, trickle, close_mid_body),
+-- stall, stall_accept, close, reset, raw, huge, trickle (trickle_head = true: from the status line on),
+-- close_mid_body),
 -- else by the emulated API: the 45 SIM card operations of
 -- ../shared/telnyx-openapi/sim-cards-full.json, stateful (see the route
 -- table and the handlers' comments for the rules the stub picked).
@@ -1664,7 +1665,11 @@ local function serve_scripted(conn, entry, keep_alive, method)
     local headers, seen = build_headers(entry.headers, body, is_json and "application/json", req_id)
     if mode == "close_mid_body" then keep_alive = false end
     if not keep_alive and not seen["connection"] then headers[#headers + 1] = { "Connection", "close" } end
-    if not send_all(conn, response_head(tonumber(entry.status) or 200, headers)) then
+    local head = response_head(tonumber(entry.status) or 200, headers)
+    if entry.trickle_head then -- the head a byte at a time too, then the body
+      body, head = head .. body, ""
+    end
+    if not send_all(conn, head) then
       return false
     end
     if mode == "close_mid_body" then

@@ -12,15 +12,14 @@
 --
 -- Transports (resty.new's `transport`):
 --  * "cosocket", the default when `require "resty.http"` works: lua-resty-http
---    connects over ngx.socket.tcp and pools the connections, one pool per
---    client; TLS is verified against lua_ssl_trusted_certificate with the host
---    name checked; telnyx.sim.http1 writes the request and reads the response.
---    `timeout` bounds a whole attempt: every operation gets what is left of
---    it, and the response is read a piece at a time, the deadline checked
---    before each read (cosocket timeouts alone are per operation, re-armed by
---    every byte). A failure before the first send is "not_sent" (connect,
---    TLS handshake); from the first send on it is "broken" or "timeout",
---    never "not sent" (see cosocket_transport).
+--    connects (TLS verified against lua_ssl_trusted_certificate, the host name
+--    checked), sends, reads the body a piece at a time under
+--    max_response_bytes, and pools the connections, one pool per client.
+--    `timeout` bounds a whole attempt and `connect_timeout` its connect (name
+--    resolution included): the attempt runs on a light thread that this one
+--    waits for until the deadline (cosocket timeouts alone are per operation,
+--    re-armed by every byte). A failure before httpc:request is "not_sent";
+--    from then on it is "broken" or "timeout" (see cosocket_transport).
 --  * "capture", the default without lua-resty-http (or with `location`): an
 --    ngx.location.capture subrequest to an internal proxy location (see the
 --    README's "Using it in OpenResty"): the module's headers travel in the
@@ -32,8 +31,7 @@
 --  * a function(request) -> status, headers, body | nil, { failure =, message = }.
 
 local sim = require "telnyx.sim"
-local http1 = require "telnyx.sim.http1"
-local find, sub = string.find, string.sub
+local find, sub, byte = string.find, string.sub, string.byte
 
 local resty = {
   _VERSION = sim._VERSION,
@@ -161,9 +159,10 @@ end
 ---------------------------------------------------------------------------
 
 local DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024 -- the C client's
-local PIECE = 64 * 1024 -- bytes asked of the socket at a time: the size limit stops the read early
+local PIECE = 64 * 1024 -- bytes asked of the body reader at a time: the size limit stops the read early
 
 local http_lib, http_missing -- resty.http once loaded, or why it could not be
+local semaphore -- ngx.semaphore (lua-resty-core), loaded at the first attempt
 
 -- lua-resty-http, or nil and why not (the first line of require's error).
 local function resty_http()
@@ -189,8 +188,8 @@ local function to_ms(seconds)
 end
 
 -- The origin of a client's requests (scheme://authority of base_url, which
--- sim.new checked) -> what connect, the request and the messages need. Made
--- once per client and origin: request urls differ only in path and query.
+-- sim.new checked) -> what connect and the requests need. Made once per
+-- client and origin: request urls differ only in path and query.
 local function new_origin(prefix, pool)
   local scheme, authority = prefix:match("^(https?)://([^/?#]+)$")
   if not scheme then return nil end
@@ -207,12 +206,11 @@ local function new_origin(prefix, pool)
   local host_header = port == default and host or host .. ":" .. port
   local where = scheme .. "://" .. host_header
   return {
-    where = where, host_header = host_header, tls = scheme == "https", name = name,
-    -- lua-resty-http's connect options (it only reads them): TCP and the pool; the TLS handshake is
-    -- connect()'s below, so that connect_timeout bounds both together. The pool's name has the
-    -- scheme: plain and TLS connections never mix.
+    where = where, host_header = host_header, tls = scheme == "https",
+    -- lua-resty-http's connect options (it only reads them). The pool's name has the scheme:
+    -- plain and TLS connections never mix.
     connect = {
-      scheme = "http", port = port, pool = pool .. where,
+      scheme = scheme, port = port, pool = pool .. where, ssl_verify = true, ssl_server_name = name,
       -- an IPv6 literal stays in brackets, as ngx_lua parses it; "localhost" needs no resolver
       -- (sim.new allows plain http to it as loopback)
       host = name:lower() == "localhost" and "127.0.0.1" or host,
@@ -226,123 +224,197 @@ local function certificate_problem(message)
   return message:find("certificate", 1, true) or message:find("verif", 1, true)
 end
 
--- A failed attempt: its connection closed, the failure in client:interpret's terms.
-local function failed(state, failure, message, permanent)
-  if state.httpc then pcall(state.httpc.close, state.httpc) end
-  return nil, { failure = failure, message = state.origin.where .. ": " .. message,
-    status = state.reader and state.reader.status, -- once a final head was in
+-- A failure in client:interpret's terms.
+local function failure(state, kind, message, permanent)
+  return { failure = kind, message = state.origin.where .. ": " .. message,
+    status = state.status, -- once a response head was in
     permanent = permanent }
 end
 
--- Connect (lua-resty-http: a kept-alive connection from the client's pool,
--- or a new one) and, on a new TLS connection, the handshake, with the host
--- name checked: true, or a failure. Nothing is written before both succeed.
--- connect_timeout bounds the two together, and neither outlasts the attempt.
-local function connect(state, httpc, connect_timeout)
-  local origin, start = state.origin, now()
-  local budget = math.min(connect_timeout or math.huge, state.deadline - start)
-  httpc:set_timeouts(to_ms(budget), to_ms(budget), to_ms(budget))
-  local fine, ok, err = pcall(httpc.connect, httpc, origin.connect)
-  if not fine then return failed(state, "not_sent", "connect raised: " .. tostring(ok)) end
-  if not ok then
-    return failed(state, err == "timeout" and "connect_timeout" or "not_sent",
-      err == "timeout" and "timed out connecting" or tostring(err))
-  end
-  local sock = httpc.sock
-  if not origin.tls or sock:getreusedtimes() > 0 then return true end
-  local left = budget - (now() - start)
-  if left <= 0 then return failed(state, "connect_timeout", "timed out connecting") end
-  sock:settimeouts(to_ms(left), to_ms(left), to_ms(left))
-  -- lua-resty-core 0.1.25's sslhandshake may raise (an assertion) instead of returning an error
-  -- when verification failed
-  fine, ok, err = pcall(sock.sslhandshake, sock, nil, origin.name, true)
-  if not fine then
-    return failed(state, "not_sent", "the TLS handshake raised (lua-resty-core's sslhandshake does when "
-      .. "certificate verification failed): " .. tostring(ok), true)
-  elseif not ok then
-    if err == "timeout" then return failed(state, "connect_timeout", "timed out in the TLS handshake") end
-    return failed(state, "not_sent", "TLS: " .. tostring(err), certificate_problem(err) and true or nil)
-  end
-  return true
+-- A failed attempt: its connection closed.
+local function failed(state, kind, message, permanent)
+  if state.httpc then pcall(state.httpc.close, state.httpc) end
+  return nil, failure(state, kind, message, permanent)
 end
 
--- Reads the response into r (telnyx.sim.http1) a piece at a time, whatever
--- the socket has, checking the deadline before each read: r, or a failure.
-local function receive(state, sock, r, set_at)
-  local reads = 0
-  while true do
-    -- ngx.now() is the event loop's clock: current after any read that had to wait. Reads that did
-    -- not (a server sending without pause) leave it still, so it is read afresh every 8th time.
-    reads = reads + 1
-    if reads % 8 == 0 then ngx.update_time() end
-    local t = ngx.now()
-    local left = state.deadline - t
-    if left <= 0 then return failed(state, "timeout", "the response did not arrive whole in time") end
-    if t ~= set_at then -- the read timeout is what is left; unchanged while the clock is
-      sock:settimeout(to_ms(left))
-      set_at = t
-    end
-    local piece, err = sock:receiveany(PIECE)
-    local done, failure, why
-    if piece then
-      done, failure, why = r:feed(piece)
-    elseif err == "closed" then
-      done, failure, why = r:closed()
-    else
-      return failed(state, err == "timeout" and "timeout" or "broken", "reading the response: " .. tostring(err))
-    end
-    if done then return r end
-    if done == nil then return failed(state, failure, why) end
+local function connect_timed_out(state)
+  return failed(state, "connect_timeout",
+    state.origin.tls and "timed out connecting or in the TLS handshake" or "timed out connecting")
+end
+
+-- httpc:connect: a kept-alive connection from the client's pool, or a new
+-- one (name resolution, TCP, and for https the TLS handshake with the host
+-- name checked): true, or a failure. Nothing is written before it succeeds.
+local function connect(state, httpc)
+  local budget = to_ms(state.connect_deadline - now())
+  httpc:set_timeouts(budget, budget, budget)
+  local ok, err = httpc:connect(state.origin.connect)
+  if ok then return true end
+  if err == "timeout" then return connect_timed_out(state) end
+  return failed(state, "not_sent", tostring(err), state.origin.tls and certificate_problem(err) and true or nil)
+end
+
+-- The Content-Length of a response: a number, nil when there is none, or
+-- false and why when it is not one count of bytes (lua-resty-http reads a
+-- list of them as none, and loops without end on a negative one).
+local function declared_length(headers)
+  local value = headers["Content-Length"]
+  if value == nil then return nil end
+  local digits = type(value) == "string" and value:match("^%s*(%d+)%s*$")
+  if not digits then
+    return false, "the response has a Content-Length that is not one count of bytes: "
+      .. (type(value) == "table" and table.concat(value, ", ") or tostring(value)):sub(1, 100)
   end
+  return tonumber(digits)
+end
+
+-- res's body, read a piece at a time with the deadline and max_response_bytes
+-- checked between pieces: the body and whether it ran to the connection's
+-- close, or a failure. state.reading_body says the read is in
+-- lua-resty-http's body reader (see give_up).
+local function read_body(state, httpc, res)
+  if not res.has_body then return "", false end -- HEAD, 204, 304
+  local length, bad = declared_length(res.headers)
+  if length == false then return failed(state, "broken", bad) end
+  if length and length > state.max_bytes then
+    return failed(state, "too_large", "the response declares " .. length .. " bytes")
+  end
+  local to_close = not length and not state.http.transfer_encoding_is_chunked(res.headers)
+  local pieces, n, size = {}, 0, 0
+  state.reading_body = true
+  while true do
+    local left = state.deadline - now()
+    if left <= 0 then return failed(state, "timeout", "the response did not arrive whole in time") end
+    httpc:set_timeouts(to_ms(left), to_ms(left), to_ms(left))
+    local piece, err = res.body_reader(PIECE)
+    if piece then
+      size = size + #piece
+      if size > state.max_bytes then return failed(state, "too_large", "the response body passed the limit") end
+      n = n + 1
+      pieces[n] = piece
+    end
+    if to_close and err == "closed" then break end -- the end of a body without a length
+    if err then
+      return failed(state, err == "timeout" and "timeout" or "broken", err == "closed"
+        and "the response body was cut short (the server closed the connection)"
+        or "reading the response body: " .. tostring(err))
+    end
+    if not piece then
+      -- lua-resty-http ends a body without a length on any read error as if whole: only the close is its end
+      if not to_close then break end
+      return failed(state, now() >= state.deadline and "timeout" or "broken",
+        "the response body was cut short (its read failed before the server closed the connection)")
+    end
+  end
+  state.reading_body = false
+  return table.concat(pieces), to_close
 end
 
 -- One attempt over one connection: connect, send, read the response, give
--- the connection back to the pool or close it. state.sent is set just before
--- the first send: from then on a failure is "broken" or "timeout".
--- The bytes are telnyx.sim.http1's: lua-resty-http's own request and
--- response code makes closures and case-insensitive header tables per
--- response, which LuaJIT does not compile.
-local function exchange(state, http, path, request, max_bytes)
+-- the connection back to the pool or close it -> status, headers, body, or
+-- a failure. state.sent is set just before the first send: from then on a
+-- failure is "broken" or "timeout". Runs on a light thread (see bounded_attempt).
+local function exchange(state)
+  local http, request = state.http, state.request
   local httpc, err = http.new()
   if not httpc then return failed(state, "not_sent", "lua-resty-http: " .. tostring(err)) end
   state.httpc = httpc
-  local ok, failure = connect(state, httpc, request.connect_timeout)
-  if not ok then return nil, failure end
-  local t = ngx.now() -- a connect that had to wait ran the event loop
-  local left = state.deadline - t
+  local ok, why = connect(state, httpc)
+  if not ok then return nil, why end
+  state.connected = true
+  local left = state.deadline - now()
   if left <= 0 then return failed(state, "connect_timeout", "connected, but with no time left to send") end
-  local sock = httpc.sock
-  sock:settimeout(to_ms(left))
-  local bytes = http1.request(request.method, path, state.origin.host_header, request.headers, request.body)
-  state.reader = http1.response(request.method, max_bytes)
+  httpc:set_timeouts(to_ms(left), to_ms(left), to_ms(left))
   state.sent = true -- the request may arrive from here on, whatever happens next
-  ok, err = sock:send(bytes)
-  if not ok then
-    return failed(state, err == "timeout" and "timeout" or "broken", "sending the request: " .. tostring(err))
+  local res
+  res, err = httpc:request{ method = request.method, path = state.path, headers = request.headers,
+    body = request.body }
+  if not res then
+    return failed(state, err == "timeout" and "timeout" or "broken", "sending the request or reading the "
+      .. "response head: " .. tostring(err))
   end
-  local r
-  r, failure = receive(state, sock, state.reader, t)
-  if not r then return nil, failure end
+  state.status = res.status
+  if res.status < 200 then -- lua-resty-http does not skip interim heads: the final one is still unread
+    return failed(state, "broken", "the server sent an interim response (HTTP " .. res.status .. ")")
+  end
+  local body, to_close = read_body(state, httpc, res)
+  if not body then return nil, to_close end
   -- the whole response is in: the connection may serve the next attempt (unless the server said close)
-  if not (r.reusable and sock:setkeepalive()) then pcall(httpc.close, httpc) end
+  if to_close or not httpc:set_keepalive() then pcall(httpc.close, httpc) end
   state.httpc = nil
-  return r.status, r -- the reader itself, for client:interpret (see send)
+  return res.status, res.headers, body
+end
+
+-- A Lua error in the attempt (a bug, or a library raising) -> a failure.
+local function raised(state, why)
+  if state.sent then return failed(state, "broken", "the cosocket transport raised: " .. tostring(why)) end
+  if state.origin.tls and state.httpc then -- lua-resty-core 0.1.25's sslhandshake may raise (an assertion)
+    return failed(state, "not_sent", "connecting raised (lua-resty-core's sslhandshake does when "
+      .. "certificate verification failed): " .. tostring(why), true)
+  end
+  return failed(state, "not_sent", "the cosocket transport raised: " .. tostring(why))
+end
+
+-- The light thread's body: the attempt, its outcome left in state.outcome.
+local function run_exchange(state)
+  local fine, a, b, c = pcall(exchange, state)
+  if not fine then a, b, c = raised(state, a) end
+  state.outcome = { a, b, c }
+  state.done:post(1)
+end
+
+-- The thread is still at it when its time is up: the attempt fails.
+local function give_up(state, thread)
+  if state.reading_body then
+    -- lua-resty-http's body reader is a coroutine of its own, whose pending read a kill would leave
+    -- behind on the socket. A 1 ms timeout ends that read at its next event instead (every byte
+    -- re-arms a read's timer with the timeout of the moment), and the thread then fails on the
+    -- deadline and closes the connection, on its own: the attempt ends now.
+    state.httpc:set_timeouts(1, 1, 1)
+    return nil, failure(state, "timeout", "the response did not arrive whole in time")
+  end
+  ngx.thread.kill(thread) -- in connect or request: ngx_lua cleans up the socket's pending operation
+  if not state.sent then return connect_timed_out(state) end
+  return failed(state, "timeout", "no whole response within `timeout`")
+end
+
+-- One attempt, bounded as a whole: the exchange runs on a light thread, and
+-- this one waits for it until connect_deadline, or, once it has connected,
+-- until the attempt's deadline. Cosocket timeouts alone would not do: they
+-- are per operation, every byte that arrives re-arms a read's, and name
+-- resolution is timed by nginx's resolver_timeout (30 s by default).
+local function bounded_attempt(state)
+  semaphore = semaphore or require "ngx.semaphore"
+  state.done = semaphore.new(0)
+  local thread, err = ngx.thread.spawn(run_exchange, state)
+  if not thread then return failed(state, "not_sent", "ngx.thread.spawn: " .. tostring(err)) end
+  local limit = state.connect_deadline
+  while not state.outcome do
+    local left = limit - now()
+    if left >= 0.001 then
+      state.done:wait(left)
+    elseif state.connected and limit < state.deadline then
+      limit = state.deadline
+    else
+      return give_up(state, thread)
+    end
+  end
+  ngx.thread.wait(thread) -- it ended: this reaps it
+  local o = state.outcome
+  return o[1], o[2], o[3]
 end
 
 -- The transport of a client: one attempt per call, bounded as a whole by
--- request.timeout (as in the C client). Cosocket timeouts alone would not
--- do: they are per operation, and every byte that arrives re-arms a read's.
--- So each operation gets what is left of the attempt, and the response is
--- read with receiveany, whatever has arrived, the deadline checked before
--- every read: a body trickling a byte at a time ends at the deadline.
+-- request.timeout (as in the C client), its connect (with name resolution
+-- and the TLS handshake) by request.connect_timeout as well.
 --
--- The not-sent boundary is the first send: a connect or handshake failure
--- (raised or returned, or the deadline passing then) is "not_sent" /
--- "connect_timeout"; anything after is "broken" / "timeout". A pooled
--- connection the server closed while idle is dropped by ngx_lua before
--- connect returns it (a new one opens: nothing was sent on the old one); one
--- closed too late for that fails after the first send (a later send or the
--- read), as "broken": a purchase is never sent twice by this transport.
+-- The not-sent boundary is httpc:request: a connect failure (returned or
+-- raised, or a deadline passing then) is "not_sent" / "connect_timeout";
+-- anything after is "broken" / "timeout". A pooled connection the server
+-- closed while idle is dropped by ngx_lua before connect returns it (a new
+-- one opens: nothing was sent on the old one); one closed too late for that
+-- fails after the send, as "broken": a purchase is never sent twice by this
+-- transport.
 local function cosocket_transport(http, opts)
   local origins = {} -- prefix (scheme://authority) -> new_origin's
   return function(request)
@@ -357,11 +429,14 @@ local function cosocket_transport(http, opts)
     end
     if not origin then return nil, { failure = "not_sent", message = "cannot send to " .. tostring(url) } end
     local path = url:sub(#prefix + 1)
-    local state = { origin = origin, deadline = now() + (tonumber(request.timeout) or 60) }
-    local fine, a, b, c = pcall(exchange, state, http, path ~= "" and path or "/", request, opts.max_bytes)
-    if fine then return a, b, c end
-    -- a bug, or a library raising: after the first send the request may have arrived
-    return failed(state, state.sent and "broken" or "not_sent", "the cosocket transport raised: " .. tostring(a))
+    request.headers.Host = origin.host_header -- base_url's, also when "localhost" connects to 127.0.0.1
+    local start = now()
+    local deadline = start + (tonumber(request.timeout) or 60)
+    return bounded_attempt{
+      origin = origin, http = http, request = request, path = path ~= "" and path or "/",
+      max_bytes = opts.max_bytes, deadline = deadline,
+      connect_deadline = math.min(deadline, start + (tonumber(request.connect_timeout) or math.huge)),
+    }
   end
 end
 
@@ -398,13 +473,6 @@ local function send(self, req)
     if status ~= status or status < 100 or status > 999 then -- not HTTP: it may have arrived
       return { failure = "broken", message = "the transport returned status " .. tostring(status) }
     end
-    if http1.is_response(headers) then -- a response read by telnyx.sim.http1 (the cosocket transport's)
-      if headers.body == nil then -- sent, and then not read whole: it may have arrived
-        return { failure = "broken", status = headers.status,
-          message = "the transport returned a telnyx.sim.http1 reader that has not read a whole response" }
-      end
-      return { status = status, response = headers }
-    end
     return { status = status, headers = type(headers) == "table" and headers or {},
       body = type(body) == "string" and body or "" }
   end
@@ -438,6 +506,7 @@ end
 local function prepare(self, op, params, opts)
   local req, err = self.core:request(op, params, opts)
   if not req then return nil, err end
+  req.headers["User-Agent"] = self.user_agent -- the C module's names libcurl, which this client does not use
   if self.capture then
     for name in pairs(req.headers) do
       if not CARRIED[name:lower()] then
@@ -514,6 +583,17 @@ local rawlen = rawlen or function(t) return #t end -- LuaJIT without 5.2 compat:
 
 local STOPPED = sim.error("config", "batch: stopped") -- what a call ends with once its batch stops (never returned)
 
+local SPACE, TAB = 32, 9
+
+-- s without the spaces and tabs around it, in linear time (a pattern such as
+-- "^[ \t]*(.-)[ \t]*$" takes quadratic time on a value of many spaces).
+local function trim(s)
+  local i, j = 1, #s
+  while i <= j and (byte(s, i) == SPACE or byte(s, i) == TAB) do i = i + 1 end
+  while j >= i and (byte(s, j) == SPACE or byte(s, j) == TAB) do j = j - 1 end
+  return (i == 1 and j == #s) and s or sub(s, i, j)
+end
+
 -- A header's seconds as the C module reads them: digits with one optional dot, at most 24 bytes.
 local function header_seconds(value)
   if #value == 0 or #value > 24 or not value:match("^%d*%.?%d*$") then return nil end
@@ -526,7 +606,7 @@ local function retry_after_of(headers)
   for name, value in pairs(headers) do
     if type(value) == "table" then value = value[1] end
     if type(name) == "string" and type(value) == "string" and (#name == 14 or #name == 11) then
-      name, value = name:lower(), http1.trim(value) -- linear: a server's value may be 100 KiB of spaces
+      name, value = name:lower(), trim(value) -- linear: a server's value may be 100 KiB of spaces
       if name == "retry-after-ms" then
         local v = header_seconds(value)
         if v then ms = v / 1000 end
@@ -570,8 +650,7 @@ end
 function Pace:retry(reply, retry_in)
   local b = self.batch
   if b.stopped then return STOPPED end
-  local headers = reply.headers or (reply.response and reply.response.headers)
-  if (not reply.failure and reply.status == 429) or (headers and retry_after_of(headers) > 0) then
+  if (not reply.failure and reply.status == 429) or (reply.headers and retry_after_of(reply.headers) > 0) then
     ngx.update_time()
     local t = ngx.now() + retry_in
     if t > b.pause_until then b.pause_until = t end
@@ -709,6 +788,21 @@ function Client:__tostring()
 end
 
 local TRANSPORT_KINDS = { cosocket = true, capture = true }
+
+-- nginx's and ngx_lua's version numbers (1022001) as x.y.z
+local function dotted(n)
+  n = tonumber(n) or 0
+  return ("%d.%d.%d"):format(math.floor(n / 1000000), math.floor(n / 1000) % 1000, n % 1000)
+end
+
+-- The User-Agent of a client: the transport it really uses.
+local function user_agent(kind, http)
+  local what = kind == "cosocket" and "cosocket; lua-resty-http/" .. tostring(http._VERSION)
+    or kind == "capture" and "capture; nginx/" .. dotted(ngx.config.nginx_version)
+    or "custom transport"
+  return ("telnyx-sim-lua/%s (%s; %s; ngx_lua/%s)"):format(sim._VERSION, _VERSION, what,
+    dotted(ngx.config.ngx_lua_version))
+end
 local next_client_id = 0 -- a client's connection pool is its own: "telnyx.sim#<id>#<scheme://host:port>"
 
 --- resty.new{ api_key =, transport = "cosocket" | "capture" | function(request), location = "/_telnyx",
@@ -744,8 +838,8 @@ function resty.new(opts)
   end
   local kind = type(transport) == "function" and "custom" or transport
   if kind == nil then kind = (location == nil and resty_http()) and "cosocket" or "capture" end
+  local http, missing = resty_http()
   if kind == "cosocket" then
-    local http, missing = resty_http()
     if not http then
       core:close()
       return nil, new_error("config", "transport = \"cosocket\" needs lua-resty-http (luarocks install "
@@ -768,6 +862,7 @@ function resty.new(opts)
   location = (location or DEFAULT_LOCATION):gsub("/+$", "")
   return setmetatable({
     core = core, location = location, capture = kind == "capture", transport_kind = kind,
+    user_agent = user_agent(kind, http),
     transport = kind == "capture" and capture_transport(location) or transport,
   }, Client)
 end
