@@ -92,7 +92,10 @@ describe("fuzz regressions", function()
     end)
 
     it("are unknown sim.new options", function()
-      assert.has_error(function() sim.new{ api_key = KEY, base_url = BASE, ["timeout\0x"] = 1 } end)
+      local c, err = sim.new{ api_key = KEY, base_url = BASE, ["timeout\0x"] = 1 }
+      assert.is_nil(c)
+      assert.equal("invalid_params", err.kind)
+      assert.matches("unknown option", err.message)
     end)
   end)
 end)

@@ -55,8 +55,11 @@ describe("client:request", function()
     assert.equal(err.message, err2.message)
   end)
 
-  it("raises on an unknown operation name", function()
-    assert.error_matches(function() client:request("buy_everything", {}) end, "not an operation name")
+  it("returns nil, err for an unknown operation name, as every entry point does", function()
+    local req, err = client:request("buy_everything", {})
+    assert.is_nil(req)
+    assert.same({ "invalid_params", "name" }, { err.kind, err.field })
+    assert.equal("request: unknown operation 'buy_everything' (see telnyx.sim.operations)", err.message)
   end)
 end)
 

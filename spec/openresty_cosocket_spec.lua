@@ -249,7 +249,8 @@ describe("telnyx.sim.resty over cosockets (lua-resty-http) in nginx #nginx", fun
     assert.equal("ca_file", out.err.field)
     assert.matches("lua_ssl_trusted_certificate", out.err.message)
     out = call{ op = "new", client = { api_key = KEY, transport = "cosocket", location = "/_telnyx" } }
-    assert.matches("'location' is for transport = \"capture\"", out.raised, 1, true)
+    assert.equal("location", out.err.field)
+    assert.matches("'location' is for transport = \"capture\"", out.err.message, 1, true)
   end)
 
   describe("every operation family", function()

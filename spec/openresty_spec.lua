@@ -54,7 +54,7 @@ http {
   {{TEMP_PATHS}}
   lua_package_path "{{REPO}}/?.lua;;";
   lua_package_cpath "{{REPO}}/build/luajit/?.so;;";
-  init_by_lua_block { require("spec.support.openresty_app").init("{{KEY}}") }
+  init_by_lua_block { require("spec.support.openresty_app").init("{{KEY}}", "capture") }
   upstream telnyx_stub { server 127.0.0.1:{{STUB_PORT}}; keepalive 8; }
   upstream nobody_listens { server 127.0.0.1:{{DEAD_PORT}}; }
   server {
@@ -94,10 +94,17 @@ describe("telnyx.sim.resty outside nginx", function()
     assert.matches("OpenResty", tostring(err))
   end)
 
-  it("raises on wrong option types, like sim.new, and passes sim.new's errors on", function()
-    assert.error_matches(function() resty.new{ api_key = KEY, location = 5 } end, "'location' must be a path")
-    assert.error_matches(function() resty.new{ api_key = KEY, transport = "curl" } end, "'transport' must be a function")
-    assert.error_matches(function() resty.new{ api_key = KEY, bogus = 1 } end, "bogus")
+  it("returns nil, err for wrong options, like sim.new, and passes sim.new's errors on", function()
+    for _, case in ipairs{
+      { { api_key = KEY, location = 5 }, "location", "^resty%.new: 'location' must be a path" },
+      { { api_key = KEY, transport = "curl" }, "transport", "^resty%.new: 'transport' must be a function" },
+      { { api_key = KEY, bogus = 1 }, "bogus", "^sim%.new: unknown option 'bogus'" },
+    } do
+      local c, e = resty.new(case[1])
+      assert.is_nil(c)
+      assert.equal(case[2], e.field)
+      assert.matches(case[3], e.message)
+    end
     local client, err = resty.new{ api_key = KEY, base_url = "ftp://x" }
     assert.is_nil(client)
     assert.equal("config", err.kind)
@@ -414,15 +421,20 @@ describe_nginx("telnyx.sim.resty in nginx #nginx", function()
       no_traffic()
     end)
 
-    it("transport = \"cosocket\" without lua-resty-http on lua_package_path: a config err naming it", function()
-      local out = call{ op = "new", client = { transport = "cosocket" } }
-      assert.equal("config", out.err.kind)
-      assert.equal("transport", out.err.field)
-      assert.matches("needs lua-resty-http", out.err.message, 1, true)
-      assert.matches("resty.http", out.err.message)
-      -- and the default here is the proxy location (init_by_lua's client took the default)
-      assert.equal("capture", call({}, "/stored?name=init").transport)
-    end)
+    it("without lua-resty-http on lua_package_path, the default (cosockets) is refused, naming it: no silent fallback",
+      function()
+        for _, client in ipairs{ { transport = "cosocket" }, {} } do
+          local out = call{ op = "new", client = client }
+          assert.equal("config", out.err.kind)
+          assert.equal("transport", out.err.field)
+          assert.matches("needs lua-resty-http: luarocks install lua-resty-http", out.err.message, 1, true)
+          assert.matches("transport = \"capture\"", out.err.message, 1, true)
+          assert.matches("resty.http", out.err.message)
+        end
+        -- the proxy location only when asked for
+        assert.equal("capture", call({}, "/stored?name=init").transport)
+        assert.equal("capture", call{ op = "new", client = { location = "/_telnyx" } }.transport)
+      end)
 
     it("a timer with the capture transport: a config error asking for another", function()
       local out = call({ op = "purchase_esims", params = { amount = 1 } }, "/timer")

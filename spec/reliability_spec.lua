@@ -291,21 +291,24 @@ describe("an empty string option", function()
     local out = child_lua("TELNYX_API_KEY=envkey TELNYX_BASE_URL=", [[
       local c, err = require("telnyx.sim").new()
       print(tostring(c), err.kind, err.field, err.message)]])
-    assert.equal("nil\tconfig\tbase_url\tTELNYX_BASE_URL is set but empty: unset it to use "
+    assert.equal("nil\tconfig\tbase_url\tsim.new: TELNYX_BASE_URL is set but empty: unset it to use "
       .. "https://api.telnyx.com/v2, or give a URL\n", out)
     -- and an empty TELNYX_API_KEY is no key
     out = child_lua("TELNYX_API_KEY= TELNYX_BASE_URL=http://127.0.0.1:9/v2", [[
       local c, err = require("telnyx.sim").new()
       print(tostring(c), err.kind, err.message)]])
-    assert.equal("nil\tconfig\tno API key: pass api_key to telnyx.sim.new or set TELNYX_API_KEY\n", out)
+    assert.equal("nil\tconfig\tsim.new: no API key: pass api_key or set TELNYX_API_KEY\n", out)
   end)
 
-  it("is refused by telnyx.sim.resty.new as well (its own location raises)", function()
+  it("is refused by telnyx.sim.resty.new as well (its own location too)", function()
     local resty = require "telnyx.sim.resty"
     local c, err = resty.new{ api_key = KEY, base_url = "" }
     assert.is_nil(c)
     assert.same({ "config", "base_url" }, { err.kind, err.field })
-    assert.error_matches(function() resty.new{ api_key = KEY, location = "" } end, "'location' must be a path")
+    c, err = resty.new{ api_key = KEY, location = "" }
+    assert.is_nil(c)
+    assert.same({ "invalid_params", "location" }, { err.kind, err.field })
+    assert.matches("'location' must be a path", err.message)
   end)
 end)
 

@@ -467,15 +467,23 @@ describe("telnyx.sim", function()
 end)
 
 describe("sim.new", function()
-  it("raises on an unknown option or a wrong option type", function()
-    assert.has_error(function() sim.new{ api_key = "k", tiemout = 1 } end)
-    assert.error_matches(function() sim.new{ api_key = "k", tiemout = 1 } end, "unknown option 'tiemout'")
-    assert.error_matches(function() sim.new{ api_key = "k", timeout = "5" } end, "option 'timeout' must be a number")
-    assert.error_matches(function() sim.new{ api_key = "k", timeout = 0 } end, "option 'timeout'")
-    assert.error_matches(function() sim.new{ api_key = "k", max_retries = 1.5 } end, "option 'max_retries' must be an integer")
-    assert.error_matches(function() sim.new{ api_key = 42 } end, "option 'api_key' must be a UTF%-8 string")
-    assert.error_matches(function() sim.new{ api_key = "k", allow_insecure_http = 1 } end, "must be a boolean")
-    assert.error_matches(function() sim.new("k") end, "options must be a table")
+  it("returns nil, err for an unknown option or a wrong option type, naming the option, like per-call options", function()
+    for _, case in ipairs{
+      { { api_key = "k", tiemout = 1 }, "tiemout", "^sim%.new: unknown option 'tiemout'" },
+      { { api_key = "k", timeout = "5" }, "timeout", "option 'timeout' must be a number" },
+      { { api_key = "k", timeout = 0 }, "timeout", "option 'timeout'" },
+      { { api_key = "k", max_retries = 1.5 }, "max_retries", "option 'max_retries' must be an integer" },
+      { { api_key = 42 }, "api_key", "option 'api_key' must be a UTF%-8 string" },
+      { { api_key = "k", allow_insecure_http = 1 }, "allow_insecure_http", "must be a boolean" },
+      { "k", nil, "options must be a table" },
+    } do
+      local c, err = sim.new(case[1])
+      assert.is_nil(c)
+      assert.equal("invalid_params", err.kind)
+      assert.equal(case[2], err.field)
+      assert.matches(case[3], err.message)
+      assert.is_nil(err.message:find("telnyx.sim", 1, true)) -- tostring adds the one prefix
+    end
   end)
 
   it("returns nil, err for a configuration that cannot work", function()
@@ -486,7 +494,7 @@ describe("sim.new", function()
       .. helpers.shell_quote(code)))
     local out = pipe:read("*a")
     pipe:close()
-    assert.equal("nil config no API key: pass api_key to telnyx.sim.new or set TELNYX_API_KEY", out)
+    assert.equal("nil config sim.new: no API key: pass api_key or set TELNYX_API_KEY", out)
     -- an empty string is refused, never replaced by the environment's key
     local c, err = sim.new{ api_key = "", base_url = "https://api.telnyx.com/v2" }
     assert.is_nil(c)
@@ -496,7 +504,8 @@ describe("sim.new", function()
       c, err = sim.new{ api_key = "k", base_url = url }
       assert.is_nil(c, url)
       assert.equal("config", err.kind, url)
-      assert.matches("^base_url ", err.message)
+      assert.equal("base_url", err.field, url)
+      assert.matches("^sim%.new: base_url ", err.message)
     end
     c, err = sim.new{ api_key = "k\r\nX-Evil: 1" }
     assert.is_nil(c)

@@ -74,6 +74,7 @@ local function client_for(spec)
     return require("telnyx.sim").new(options)
   end
   if options.transport == "custom" then options.transport = app.cosocket_transport end
+  if options.transport == nil and options.location == nil then options.transport = app.transport end
   local client, err = resty.new(options)
   if keep then kept[keep] = client end
   return client, err
@@ -165,23 +166,32 @@ function app.call()
   return answer(run(call))
 end
 
---- init_by_lua: creating a client works; calling it must say the phase.
-function app.init(api_key)
-  local client = assert(resty.new{ api_key = api_key })
+-- A client as the phases below make it: the message (not a table nginx cannot print) when refused.
+local function new_client(api_key)
+  local client, err = resty.new{ api_key = api_key, transport = app.transport }
+  if not client then error(tostring(err), 2) end
+  return client
+end
+
+--- init_by_lua: creating a client works; calling it must say the phase. transport: every
+-- client's when the call does not say (nil: resty's default), kept for the workers.
+function app.init(api_key, transport)
+  app.transport = transport
+  local client = new_client(api_key)
   local _, err = client:purchase_esims{ amount = 1 }
   stored.init = { err = encode_err(err), transport = client.transport_kind }
 end
 
 --- init_worker_by_lua: the same, stored as "init_worker".
 function app.init_worker(api_key)
-  local client = assert(resty.new{ api_key = api_key })
+  local client = new_client(api_key)
   local _, err = client:purchase_esims{ amount = 1 }
   stored.init_worker = { err = encode_err(err), transport = client.transport_kind }
 end
 
 --- set_by_lua $result: returns the err as JSON.
 function app.in_set(api_key)
-  local client = assert(resty.new{ api_key = api_key })
+  local client = new_client(api_key)
   local _, err = client:register_sim_cards{ registration_codes = { "1" } }
   return cjson.encode({ err = encode_err(err) })
 end
@@ -189,7 +199,7 @@ end
 --- header_filter_by_lua / body_filter_by_lua / log_by_lua: store the err under `name`.
 function app.in_filter(name, api_key)
   if stored[name] and name == "body_filter" then return end -- once per request is enough
-  local client = assert(resty.new{ api_key = api_key })
+  local client = new_client(api_key)
   local _, err = client:purchase_esims{ amount = 1 }
   stored[name] = { err = encode_err(err), transport = client.transport_kind }
 end

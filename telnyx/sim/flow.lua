@@ -194,9 +194,10 @@ end
 
 local CALL_OPTS = { timeout = true, max_retries = true, headers = true }
 
-local function refuse_cards(why, field)
+local function refuse_cards(why, index)
   return nil, fail("invalid_params", "get_activation_codes: needs SIM cards or their ids (a list of them, one "
-    .. "of them, a result such as purchase_esims', or an each iterator); " .. why, { field = field or "cards" })
+    .. "of them, a result such as purchase_esims', or an each iterator); " .. why,
+    { field = index and "cards[" .. index .. "]" or "cards", index = index })
 end
 
 -- The list of cards or ids in what the caller passed | nil, err (before any request).
@@ -220,7 +221,7 @@ local function cards_of(x)
     local v = x[i]
     if not (type(v) == "string" and v ~= "" or type(v) == "table" and type(v.id) == "string") then
       return refuse_cards("[" .. i .. "] is " .. (type(v) == "table" and "a table without a string id"
-        or "a " .. type(v)), "cards[" .. i .. "]")
+        or "a " .. type(v)), i)
     end
   end
   return x

@@ -58,6 +58,12 @@ local function new_error(kind, message, field)
   return sim.error(kind, message, { field = field, retryable = false, attempts = 0 })
 end
 
+-- sim.describe's err for an unknown name, as the function the user called says it.
+local function named(err, who)
+  err.message = who .. err.message:sub(#"describe" + 1)
+  return err
+end
+
 local function in_openresty()
   return type(ngx) == "table" and type(ngx.get_phase) == "function"
 end
@@ -554,10 +560,8 @@ end
 
 --- client:call(name, params [, opts]): the primitive under every operation method.
 function Client:call(name, params, opts)
-  if type(name) ~= "string" or not sim.describe(name) then
-    return nil, new_error("invalid_params", "call: '" .. tostring(name) .. "' is not an operation (see sim.operations)",
-      "name")
-  end
+  local known, err = sim.describe(name)
+  if not known then return nil, named(err, "call") end
   return call(self, name, params, opts)
 end
 
@@ -568,6 +572,19 @@ end
 --- client:sleep(seconds): how flow's helpers wait here -- without blocking the worker.
 function Client.sleep(_, seconds)
   ngx.sleep(seconds)
+end
+
+-- A monotonic clock where lua-resty-core has one, else nginx's (refreshed).
+local monotonic do
+  local ok, time = pcall(require, "resty.core.time")
+  monotonic = ok and type(time) == "table" and time.monotonic_time
+end
+
+--- client:clock(): seconds, for flow's deadlines.
+function Client.clock()
+  if monotonic then return monotonic() end
+  ngx.update_time()
+  return ngx.now()
 end
 
 -- each and wait_for_action, the same code as the C client's
@@ -757,8 +774,8 @@ function Client:batch(calls, opts)
     local c, req = rawget(calls, i), nil
     if type(c) ~= "table" then
       err = sim.error("invalid_params", "must be a table { name, params [, opts] } (got " .. type(c) .. ")")
-    elseif type(rawget(c, 1)) ~= "string" or not sim.describe(rawget(c, 1)) then
-      err = sim.error("invalid_params", "[1] must be an operation name (see telnyx.sim.operations)")
+    elseif not sim.describe(rawget(c, 1)) then
+      err = named(select(2, sim.describe(rawget(c, 1))), "[1]")
     else
       req, err = prepare(self, rawget(c, 1), rawget(c, 2), rawget(c, 3))
     end
@@ -806,25 +823,28 @@ end
 local next_client_id = 0 -- a client's connection pool is its own: "telnyx.sim#<id>#<scheme://host:port>"
 
 --- resty.new{ api_key =, transport = "cosocket" | "capture" | function(request), location = "/_telnyx",
---            ...sim.new options } -> client | nil, err. Raises on a wrong option type, like sim.new.
--- transport: "cosocket" (lua-resty-http; the default when `require "resty.http"` works),
--- "capture" (an ngx.location.capture subrequest to `location`; the default otherwise, and
--- whenever `location` is given), or a function(request) -> status, headers, body | nil, err.
+--            ...sim.new options } -> client | nil, err (never raises, like sim.new).
+-- transport: "cosocket" (lua-resty-http; the default: refused, naming the library, without it),
+-- "capture" (an ngx.location.capture subrequest to `location`; the default when `location`
+-- is given), or a function(request) -> status, headers, body | nil, err.
 -- client.transport_kind says which: "cosocket", "capture" or "custom".
 function resty.new(opts)
-  if opts ~= nil and type(opts) ~= "table" then error("telnyx.sim.resty.new: options must be a table", 2) end
+  if opts ~= nil and type(opts) ~= "table" then
+    return nil, new_error("invalid_params", "resty.new: options must be a table (got " .. type(opts) .. ")", "opts")
+  end
   opts = opts or {}
   local location, transport = opts.location, opts.transport
   if location ~= nil and (type(location) ~= "string" or not location:match("^/[%w%-%._~/]*$")) then
-    error("telnyx.sim.resty.new: 'location' must be a path such as \"/_telnyx\"", 2)
+    return nil, new_error("invalid_params", "resty.new: 'location' must be a path such as \"/_telnyx\"", "location")
   end
   if transport ~= nil and type(transport) ~= "function" and not TRANSPORT_KINDS[transport] then
-    error("telnyx.sim.resty.new: 'transport' must be a function(request) -> status, headers, body | nil, err, "
-      .. "or \"cosocket\" or \"capture\"", 2)
+    return nil, new_error("invalid_params", "resty.new: 'transport' must be a function(request) -> status, headers, "
+      .. "body | nil, err, or \"cosocket\" or \"capture\"", "transport")
   end
   if location ~= nil and transport ~= nil and transport ~= "capture" then
-    error("telnyx.sim.resty.new: 'location' is for transport = \"capture\" (the proxy location), not with "
-      .. (type(transport) == "function" and "a transport function" or "transport = \"" .. transport .. "\""), 2)
+    return nil, new_error("invalid_params", "resty.new: 'location' is for transport = \"capture\" (the proxy "
+      .. "location), not with " .. (type(transport) == "function" and "a transport function"
+      or "transport = \"" .. transport .. "\""), "location")
   end
   local core_opts = {}
   for k, v in pairs(opts) do
@@ -836,14 +856,15 @@ function resty.new(opts)
     core:close()
     return nil, new_error("config", "telnyx.sim.resty runs inside OpenResty (ngx_lua); in plain Lua use telnyx.sim")
   end
-  local kind = type(transport) == "function" and "custom" or transport
-  if kind == nil then kind = (location == nil and resty_http()) and "cosocket" or "capture" end
+  -- the default: cosockets, which need lua-resty-http; a proxy location only when asked for (no silent fallback)
+  local kind = type(transport) == "function" and "custom" or transport or (location and "capture" or "cosocket")
   local http, missing = resty_http()
   if kind == "cosocket" then
     if not http then
       core:close()
-      return nil, new_error("config", "transport = \"cosocket\" needs lua-resty-http (luarocks install "
-        .. "lua-resty-http, or opm get ledgetech/lua-resty-http, on lua_package_path; see the README): "
+      return nil, new_error("config", "resty.new: the default transport (cosockets) needs lua-resty-http: "
+        .. "luarocks install lua-resty-http, or opm get ledgetech/lua-resty-http, into a tree on lua_package_path; "
+        .. "or pass transport = \"capture\" with a proxy location (see docs/openresty.md): "
         .. tostring(missing), "transport")
     end
     for _, name in ipairs{ "ca_file", "ca_path" } do
