@@ -863,7 +863,8 @@ function M.run(options, on_ready)
   if not server then return nil, err end
   server:settimeout(0)
   local _, port = server:getsockname()
-  log("listening on", opts.host .. ":" .. tostring(port), "parent pid", tostring(opts.parent_pid))
+  log("listening on", opts.host .. ":" .. tostring(port),
+    opts.parent_pid and ("(exits when process " .. opts.parent_pid .. " does)") or "")
   if on_ready then on_ready(tonumber(port)) end
   local next_housekeeping = now() + 1
   while running do
