@@ -1,6 +1,7 @@
--- The fake Telnyx server behind telnyx.sim.fake and the telnyx-sim-fake
--- command (docs/fake.md): start it with require("telnyx.sim.fake").run(opts)
--- (the command) or .start(opts) (a child process); this module only serves.
+-- The fake Telnyx's server (docs/fake.md): connections, the queue of scripted
+-- answers and faults, the request log and the control API. The emulated API
+-- itself is telnyx.sim.fake.api. run() serves; telnyx.sim.fake's main() (the
+-- command telnyx-sim-fake) calls it, and start() runs main() in a child process.
 --
 -- Single process, single thread: a socket.select loop drives one coroutine per
 -- connection; coroutines yield (read socket, write socket, deadline) triples.
