@@ -332,6 +332,13 @@ describe("the fake, given what the API would refuse", function()
     assert.equal("page[number]", doc.errors[1].source.parameter)
   end)
 
+  it("takes a number too large for any integer (1e999 decodes as inf) without a Lua error", function()
+    local status, doc = call("POST", "/v2/actions/register/sim_cards", '{"registration_codes": [1e999]}')
+    assert.equal(202, status)
+    assert.equal(1, #doc.data)
+    assert.same({ "inf" }, assert(fake:state()).used_registration_codes)
+  end)
+
   it("refuses a body larger than it takes with a 413, before reading it", function()
     local status, doc, res = call("POST", PURCHASE, nil, { ["content-length"] = "1099511627776" })
     assert.equal(413, status)

@@ -79,12 +79,14 @@ local function array_or_empty(t)
   return t
 end
 
-
+-- A decoded number as an integer's digits when it is one (1.0 -> "1"), else
+-- as Lua writes it (1e999, decoded as inf, has no integer form).
 local function fmt_int(v)
-  if type(v) == "number" and v == math.floor(v) then return string.format("%d", v) end
+  if type(v) == "number" and v == math.floor(v) and v > -2 ^ 63 and v < 2 ^ 63 then
+    return string.format("%d", v)
+  end
   return tostring(v)
 end
-
 
 M.EMPTY_ARRAY = EMPTY_ARRAY
 M.encode = json_encode
