@@ -207,6 +207,10 @@ describe("telnyx.sim.fake (the Lua API)", function()
     n, err = fake:queue{ mode = "explode" }
     assert.is_nil(n)
     assert.matches("queue entry 1: mode must be one of stall, stall_accept, close, reset", err, 1, true)
+    n, err = fake:queue{}
+    assert.is_nil(n)
+    assert.matches("queue: {} is neither an entry nor a list", err, 1, true)
+    assert.equal(0, fake:queue(fake_telnyx.empty_array))
     n, err = fake:queue("500")
     assert.is_nil(n)
     assert.equal("telnyx.sim.fake: queue takes an entry table or a list of them, not a string", err)

@@ -307,6 +307,10 @@ function Fake:queue(entries)
   if type(entries) ~= "table" then
     return nil, PREFIX .. "queue takes an entry table or a list of them, not a " .. type(entries)
   end
+  if next(entries) == nil and entries ~= M.empty_array then
+    return nil, PREFIX .. "queue: {} is neither an entry nor a list (an entry that answers 200: { status = 200 };"
+      .. " an empty list: fake.empty_array)"
+  end
   if not is_list(entries) then entries = { entries } end
   local answer, err = control(self, "POST", "/__fake/queue", entries)
   return answer and math.floor(answer.queued), err
