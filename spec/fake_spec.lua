@@ -351,6 +351,46 @@ describe("the fake, given what the API would refuse", function()
     assert.equal("close", res.headers.connection)
   end)
 
+  it("serves others while a client sends its request slowly, or gives up halfway", function()
+    local slow = socket.tcp()
+    slow:settimeout(5)
+    assert(slow:connect("127.0.0.1", fake.port))
+    assert(slow:send("GET /v2/sim_card_groups HTTP/1.1\r\nAuthorization: Bearer t"))
+    local quitter = socket.tcp()
+    quitter:settimeout(5)
+    assert(quitter:connect("127.0.0.1", fake.port))
+    assert(quitter:send("POST " .. PURCHASE .. " HTTP/1.1\r\nAuthorization: Bearer t\r\nContent-Length: 100\r\n\r\n{\"am"))
+    quitter:close()
+    assert.equal(200, (call("GET", "/v2/sim_card_groups"))) -- meanwhile
+    assert(slow:send("est\r\nHost: x\r\nConnection: close\r\n\r\n"))
+    local res = assert(helpers.read_response(slow))
+    slow:close()
+    assert.equal(200, res.status)
+    assert.equal(1, helpers.decode(res.body).meta.total_results)
+    assert.equal(0, #assert(fake:state()).sim_cards) -- the half purchase bought nothing
+  end)
+
+  it("answers garbage with an error object or a close, and goes on serving", function()
+    math.randomseed(19)
+    for i = 1, 40 do
+      local bytes = {}
+      for j = 1, math.random(1, 300) do bytes[j] = string.char(math.random(0, 255)) end
+      if i % 2 == 0 then bytes[1] = "GET /v2/sim_cards HTTP/1.1\r\n" end -- a good start, then garbage
+      local sock = socket.tcp()
+      sock:settimeout(5)
+      assert(sock:connect("127.0.0.1", fake.port))
+      sock:send(table.concat(bytes) .. "\r\n\r\n")
+      local res = helpers.read_response(sock)
+      sock:close()
+      if res then -- 400 mostly; a garbled header that still parses reaches the API's 401
+        assert.is_true(res.status == 400 or res.status == 401, res.status)
+        assert.is_string(helpers.decode(res.body).errors[1].code)
+      end
+    end
+    assert.equal(200, (call("GET", "/v2/sim_card_groups")))
+    assert.is_nil((read_file(fake.log_file) or ""):find("connection handler error", 1, true), read_file(fake.log_file))
+  end)
+
   it("answers a Lua error in its handler with a 500 error object, the Lua text only in its log", function()
     -- seed takes any field as given: an iccid that is a number breaks the iccid filter
     assert(fake:seed{ sim_cards = { { iccid = 8931 } } })
