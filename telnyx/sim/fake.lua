@@ -406,8 +406,10 @@ local function child_code(opts)
   else
     paths = ("package.path = %q; package.cpath = %q; "):format(package.path, package.cpath)
   end
-  return paths .. "os.exit(require('telnyx.sim.fake').main{ " .. table.concat(argv, ", ")
-    .. ", '--parent-pid', os.getenv('TELNYX_SIM_FAKE_PARENT') })"
+  return paths .. "local argv = { " .. table.concat(argv, ", ") .. " } "
+    .. "local parent = os.getenv('TELNYX_SIM_FAKE_PARENT') "
+    .. "if parent then argv[#argv + 1] = '--parent-pid' argv[#argv + 1] = parent end "
+    .. "os.exit(require('telnyx.sim.fake').main(argv))"
 end
 
 -- The shell command that starts the child and prints its pid; the child
