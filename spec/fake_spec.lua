@@ -276,6 +276,17 @@ describe("telnyx.sim.fake (the Lua API)", function()
     assert.is_true(f:stop())
   end)
 
+  it("keeps a log file it was given", function()
+    local log = helpers.tmpname()
+    local f = assert(fake_telnyx.start{ log = log })
+    finally(function() os.remove(log) end)
+    assert.equal(log, f.log_file)
+    assert.is_true(f:stop())
+    local text = read_file(log) or ""
+    assert.matches("telnyx%-sim%-fake: listening on 127%.0%.0%.1:" .. f.port, text)
+    assert.matches("telnyx%-sim%-fake: stopped", text)
+  end)
+
   it("ends with the process that started it", function()
     local code = "local f = assert(require('telnyx.sim.fake').start()) print(f.pid)"
     local p = assert(io.popen(("LUA_PATH=%s LUA_CPATH=%s %s -e %s"):format(shell_quote(package.path),
