@@ -206,7 +206,7 @@ describe("telnyx.sim.fake (the Lua API)", function()
     assert.matches("queue entry 2: unknown field stauts", err, 1, true)
     n, err = fake:queue{ mode = "explode" }
     assert.is_nil(n)
-    assert.matches("queue entry 1: mode must be one of stall, stall_accept, close, reset", err, 1, true)
+    assert.matches("queue entry 1: mode must be one of close, close_mid_body, huge, raw, reset, stall, stall_accept, trickle", err, 1, true)
     n, err = fake:queue{}
     assert.is_nil(n)
     assert.matches("queue: {} is neither an entry nor a list", err, 1, true)

@@ -347,73 +347,93 @@ local function send_huge(conn, entry, req_id)
   send_all(conn, tail .. suffix)
 end
 
--- Returns true to keep the connection open for more requests.
-local function serve_scripted(conn, entry, keep_alive, method)
-  local mode = entry.mode
-  if mode == null then mode = nil end
-  local req_id = not (type(entry.headers) == "table" and entry.headers["x-request-id"] ~= nil)
-  sleep(tonumber(entry.delay))
+-- Sends the head of a faulty answer (the entry's body, else one SIM card);
+-- returns the body still to send, or nil when the client is gone.
+local function fault_head(conn, entry, keep_alive, req_id)
+  local body, is_json = entry_body(entry)
+  if body == "" then body, is_json = default_fault_body(), true end
+  local headers, seen = build_headers(entry.headers, body, is_json and "application/json", req_id)
+  if not keep_alive and not seen["connection"] then headers[#headers + 1] = { "Connection", "close" } end
+  if not send_all(conn, response_head(tonumber(entry.status) or 200, headers)) then return nil end
+  return body
+end
 
-  if mode == "stall" or mode == "stall_accept" then
+local function drop(conn)
+  close_conn(conn)
+  return false
+end
+
+-- The connection faults: mode -> function(conn, entry, keep_alive, req_id),
+-- which returns whether to keep the connection for more requests.
+local FAULTS = {
+  stall = function(conn, entry)
     hold(conn, tonumber(entry.duration) or MAX_HOLD)
     return false
-  elseif mode == "close" then
-    close_conn(conn)
-    return false
-  elseif mode == "reset" then
-    pcall(conn.sock.setoption, conn.sock, "linger", { on = true, timeout = 0 })
-    close_conn(conn)
-    return false
-  elseif mode == "raw" then
+  end,
+  close = drop,
+  reset = function(conn)
+    pcall(conn.sock.setoption, conn.sock, "linger", { on = true, timeout = 0 }) -- close sends RST
+    return drop(conn)
+  end,
+  raw = function(conn, entry)
     send_all(conn, type(entry.body) == "string" and entry.body or "")
-    close_conn(conn)
-    return false
-  elseif mode == "huge" then
+    return drop(conn)
+  end,
+  huge = function(conn, entry, _, req_id)
     send_huge(conn, entry, req_id)
-    close_conn(conn)
-    return false
-  elseif mode == "trickle" or mode == "close_mid_body" then
-    local body, is_json = entry_body(entry)
-    if body == "" then body, is_json = default_fault_body(), true end
-    local headers, seen = build_headers(entry.headers, body, is_json and "application/json", req_id)
-    if mode == "close_mid_body" then keep_alive = false end
-    if not keep_alive and not seen["connection"] then headers[#headers + 1] = { "Connection", "close" } end
-    if not send_all(conn, response_head(tonumber(entry.status) or 200, headers)) then
-      return false
-    end
-    if mode == "close_mid_body" then
-      send_all(conn, body:sub(1, math.floor(#body / 2)))
-      close_conn(conn)
-      return false
-    end
+    return drop(conn)
+  end,
+  trickle = function(conn, entry, keep_alive, req_id)
+    local body = fault_head(conn, entry, keep_alive, req_id)
+    if not body then return false end
     local interval = tonumber(entry.interval) or 1.0
     for i = 1, #body do
       if not send_all(conn, body:sub(i, i)) then return false end
       if i < #body then sleep(interval) end
     end
     return keep_alive
-  elseif mode ~= nil then
-    log("unknown mode", tostring(mode), "- answering normally")
-  end
+  end,
+  close_mid_body = function(conn, entry, _, req_id)
+    local body = fault_head(conn, entry, false, req_id)
+    if body then send_all(conn, body:sub(1, math.floor(#body / 2))) end
+    return drop(conn)
+  end,
+}
+-- the same, once the request is read (serve_api holds before reading the body)
+FAULTS.stall_accept = FAULTS.stall
 
+-- Whether a scripted answer's own Connection header asks to close.
+local function asks_close(entry_headers)
+  for name, v in pairs(entry_headers) do
+    if type(name) == "string" and name:lower() == "connection" and has_token(v, "close") then return true end
+  end
+  return false
+end
+
+-- A scripted answer without a fault: status, body or json, headers.
+local function send_scripted(conn, entry, keep_alive, method, req_id)
   local status = tonumber(entry.status) or 200
   local body, is_json = entry_body(entry)
   local no_body = status < 200 or status == 204 or status == 304
   local headers, seen = build_headers(entry.headers, (not no_body) and body or nil,
     is_json and "application/json", req_id)
   if seen["connection"] then
-    for name, v in pairs(entry.headers) do
-      if type(name) == "string" and name:lower() == "connection" and has_token(v, "close") then
-        keep_alive = false
-      end
-    end
+    keep_alive = keep_alive and not asks_close(entry.headers)
   elseif not keep_alive then
     headers[#headers + 1] = { "Connection", "close" }
   end
   local out = response_head(status, headers)
   if method ~= "HEAD" and not no_body then out = out .. body end
-  if not send_all(conn, out) then return false end
-  return keep_alive
+  return send_all(conn, out) and keep_alive
+end
+
+-- Answers with a queued entry. Returns true to keep the connection open for more requests.
+local function serve_scripted(conn, entry, keep_alive, method)
+  local req_id = not (type(entry.headers) == "table" and entry.headers["x-request-id"] ~= nil)
+  sleep(tonumber(entry.delay))
+  local fault = FAULTS[entry.mode]
+  if fault then return fault(conn, entry, keep_alive, req_id) end
+  return send_scripted(conn, entry, keep_alive, method, req_id)
 end
 
 local function send_simple(conn, status, body, keep_alive, extra_headers, method)
@@ -440,9 +460,13 @@ end
 
 -- Queue entries: each field a scripted answer may have, what it must be,
 -- and the check. An entry with anything else is refused as a whole.
-local MODES = { "stall", "stall_accept", "close", "reset", "raw", "huge", "trickle", "close_mid_body" }
-local MODE_SET = {}
-for _, m in ipairs(MODES) do MODE_SET[m] = true end
+
+local function sorted_keys(t)
+  local list = {}
+  for k in pairs(t) do list[#list + 1] = k end
+  table.sort(list)
+  return list
+end
 
 local function non_negative(v) return type(v) == "number" and v >= 0 and v < math.huge end
 local function is_string(v) return type(v) == "string" end
@@ -458,19 +482,14 @@ local ENTRY_FIELDS = {
   duration = { "a number of seconds >= 0", non_negative },
   interval = { "a number of seconds >= 0", non_negative },
   size = { "a number of bytes >= 0", non_negative },
-  mode = { "one of " .. table.concat(MODES, ", "), function(v) return MODE_SET[v] ~= nil end },
+  mode = { "one of " .. table.concat(sorted_keys(FAULTS), ", ") .. " (or null: no fault)",
+    function(v) return v == null or FAULTS[v] ~= nil end },
   path = { "a path such as /v2/sim_cards, or null for any", path_or_any },
   match = { "a path such as /v2/sim_cards, or null for any", path_or_any },
   method = { "an HTTP method such as GET", is_string },
   ["repeat"] = { "an integer >= 1", function(v) return is_integer(v) and v >= 1 end },
 }
 
-local function sorted_keys(t)
-  local list = {}
-  for k in pairs(t) do list[#list + 1] = k end
-  table.sort(list)
-  return list
-end
 local ENTRY_FIELD_NAMES = table.concat(sorted_keys(ENTRY_FIELDS), ", ")
 
 -- Why queue entry number i cannot be queued, or nil.
