@@ -35,3 +35,8 @@ files["types/"] = {
   max_line_length = false,
   ignore = { "241" },
 }
+
+-- The example spec a user copies (busted against the fake).
+files["examples/test_with_fake/fleet_spec.lua"] = {
+  std = "+busted",
+}

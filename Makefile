@@ -5,7 +5,8 @@
 #   make test-all         the busted suite under 5.4, 5.1, 5.2, 5.3 and luajit, each against its own build,
 #                         then under 5.4 again with OpenResty's lua-cjson fork (CJSON=fork)
 #   make test CJSON=fork  the suite (nginx's too) with the fork built from ../shared/vendor, not Debian's 2.1.0
-#   make demo             the examples against the stub server (or the real API with TELNYX_API_KEY)
+#   make demo             the examples against the fake Telnyx (or the real API with TELNYX_API_KEY)
+#   make example-test     examples/test_with_fake/: a fleet script's busted spec against the fake (docs/fake.md)
 #   make demo-openresty   examples/openresty/ in Debian's nginx + lua module, against the stub server
 #   make bench [CHECK=1]  module vs bare libcurl + cjson vs the Node SDK (bench/); CHECK=1: targets set the exit status
 #   make deps             install the Debian packages this needs (as root), or say which
@@ -57,7 +58,7 @@ DEB_PACKAGES = lua5.4 liblua5.4-dev lua-cjson lua-busted lua-socket libcurl4-ope
 ALL_LUA_PACKAGES = lua5.1 liblua5.1-0-dev lua5.2 liblua5.2-dev lua5.3 liblua5.3-dev luajit2 libluajit2-5.1-dev
 TEST_ALL_LUAS = 5.4 5.1 5.2 5.3 luajit
 
-.PHONY: all test test-all demo demo-openresty deps clean lint lint-c rock-check generate contract
+.PHONY: all test test-all demo demo-openresty deps clean lint lint-c rock-check generate contract example-test
 
 all: $(MODULE)
 
@@ -81,8 +82,13 @@ $(FORK_DIR)/%/cjson.so:
 	  $(addprefix $(CJSON_FORK_SRC)/,lua_cjson.c strbuf.c fpconv.c) -o $@
 
 # TEST_ARGS: extra busted arguments (test-all passes --exclude-tags=nginx after the first Lua).
+# The example a user copies (examples/test_with_fake/) is part of the suite.
+EXAMPLE_SPECS = examples/test_with_fake
 test: deps $(MODULE) $(FORK_BUILDS)
-	$(TEST_ENV) LUA_BIN=$(LUA_BIN) $(BUSTED) $(TEST_ARGS) spec
+	$(TEST_ENV) LUA_BIN=$(LUA_BIN) $(BUSTED) $(TEST_ARGS) spec $(EXAMPLE_SPECS)
+
+example-test: deps $(MODULE)
+	$(TEST_ENV) $(BUSTED) $(EXAMPLE_SPECS)
 
 demo: deps $(MODULE)
 	@$(TEST_ENV) LUA_BIN=$(LUA_BIN) sh examples/run-demo.sh

@@ -20,6 +20,10 @@ or `luarocks install lua-resty-http` into the tree nginx loads, plus resty.strin
 which OpenResty ships), or without it through an nginx proxy location. That
 dependency is deliberately not listed below: it runs only inside nginx, and plain
 Lua users of telnyx.sim do not need it (see the README, "Using it in OpenResty").
+
+telnyx.sim.fake and the command telnyx-sim-fake are a fake Telnyx SIM card API
+for tests: stateful, scriptable (answers and connection faults), on loopback
+(docs/fake.md). They need luasocket.
 ]],
    homepage = "https://github.com/telnyx-sim/telnyx-sim",
    license = "MIT",
@@ -30,6 +34,8 @@ dependencies = {
    -- OpenResty's lua-cjson (what LuaRocks installs): results re-encode faithfully ([] stays [])
    -- and integers stay exact on 5.3+. Debian's 2.1.0 works too, with the limits the README states.
    "lua-cjson >= 2.1.0.17",
+   -- the fake (telnyx.sim.fake, telnyx-sim-fake) only
+   "luasocket",
 }
 external_dependencies = {
    CURL = { header = "curl/curl.h", library = "curl" },
@@ -51,11 +57,21 @@ build = {
       ["telnyx.sim.resty"] = "telnyx/sim/resty.lua",
       -- each and wait_for_action, shared by both clients
       ["telnyx.sim.flow"] = "telnyx/sim/flow.lua",
+      -- the fake Telnyx for tests (docs/fake.md): its Lua API and command, the server, the
+      -- emulated API, its JSON and its payloads
+      ["telnyx.sim.fake"] = "telnyx/sim/fake.lua",
+      ["telnyx.sim.fake.server"] = "telnyx/sim/fake/server.lua",
+      ["telnyx.sim.fake.api"] = "telnyx/sim/fake/api.lua",
+      ["telnyx.sim.fake.json"] = "telnyx/sim/fake/json.lua",
+      ["telnyx.sim.fake.fixtures"] = "telnyx/sim/fake/fixtures.lua",
+   },
+   install = {
+      bin = { ["telnyx-sim-fake"] = "bin/telnyx-sim-fake" },
    },
    -- The LuaLS definition file (types/telnyx/sim.lua, `---@meta`; make generate), copied as-is
    -- into the rock's own directory (lib/luarocks/rocks-5.x/telnyx-sim/<version>/types/), off
    -- package.path: as a Lua module it would shadow the C module. Point workspace.library there.
    copy_directories = { "types" },
 }
-test_dependencies = { "busted", "luasocket" }
+test_dependencies = { "busted" }
 test = { type = "busted" }

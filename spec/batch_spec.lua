@@ -6,7 +6,7 @@
 -- validation of every call before anything is sent, kept-alive connections
 -- reused by the next batch (the stub logs each request's connection id).
 --
--- Per-request delays go out as the stub's "X-Stub-Delay" header (a call's
+-- Per-request delays go out as the stub's "X-Fake-Delay" header (a call's
 -- opts.headers). Times are read on the client's side (progress runs when a
 -- call finishes) and checked with generous bounds: the machine is noisy.
 local sim = require "telnyx.sim"
@@ -24,7 +24,7 @@ local SLOW = (os.getenv("LD_PRELOAD") or ""):find("vgpreload", 1, true) and 10 o
 
 -- A call's opts holding its answer `seconds` at the stub (more opts merged in).
 local function delayed(seconds, more)
-  local o = { headers = { ["X-Stub-Delay"] = string.format("%.3f", seconds) } }
+  local o = { headers = { ["X-Fake-Delay"] = string.format("%.3f", seconds) } }
   for k, v in pairs(more or {}) do o[k] = v end
   return o
 end
@@ -630,7 +630,7 @@ describe("client:batch", function()
         local c = assert(sim.new{ api_key = "k", base_url = %q })
         local calls = {}
         for i = 1, 6 do calls[i] = { "get_sim_card", ("6b14e151-8493-4fa1-8664-%%012d"):format(i),
-          { headers = { ["X-Stub-Delay"] = "0.2" } } } end
+          { headers = { ["X-Fake-Delay"] = "0.2" } } } end
         local inner, inner_err
         local r = assert(c:batch(calls, { concurrency = 3, progress = function(done)
           if done == 1 then inner, inner_err = c:batch({ { "get_sim_card", "9f3c2a71-5d4e-4b8a-a6c1-0e2f7d9b3c45" } }) end

@@ -1,5 +1,5 @@
 -- The examples as users run them: `make demo` (examples/run-demo.sh: the eSIM
--- onboarding and the registration against the stub server), the onboarding
+-- onboarding and the registration against the fake (bin/telnyx-sim-fake)), the onboarding
 -- stopping with a non-zero exit and the err's text at the first failure, and
 -- examples/openresty/handler.lua writing results back with sim.encode
 -- (empty arrays stay [], at any depth), its timer fetching a purchase's
@@ -39,10 +39,10 @@ local function count(text, plain)
 end
 
 describe("make demo (examples/run-demo.sh)", function()
-  it("runs the eSIM onboarding, then the registration, against the stub", function()
+  it("runs the eSIM onboarding, then the registration, against the fake", function()
     local rc, out, err = sh("sh examples/run-demo.sh", "LUA_BIN=" .. shell_quote(lua_bin))
     assert.equal(0, rc, out .. err)
-    assert.matches("== stub server at http://127.0.0.1:%d+/v2 ==", out)
+    assert.matches("== telnyx%-sim%-fake at http://127%.0%.0%.1:%d+/v2 ==", out)
     for _, line in ipairs{
       "1. Purchased 3 eSIM(s):",
       "2. Activation codes:",

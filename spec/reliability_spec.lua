@@ -11,7 +11,7 @@ local PURCHASE = "/v2/actions/purchase/esims"
 
 local run, read_file, shell_quote, tmpname = helpers.run, helpers.read_file, helpers.shell_quote, helpers.tmpname
 
-local support = helpers.stub_script:match("^(.*)/[^/]*$")
+local support = helpers.support_dir
 local repo = support:match("^(.*)/spec/support$") or "."
 
 local function capture(cmd)

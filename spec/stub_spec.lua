@@ -1,5 +1,6 @@
--- End-to-end checks of the stub Telnyx server (spec/support/stub.lua), using
--- plain luasocket clients only.
+-- End-to-end checks of the fake Telnyx server (telnyx/sim/fake.lua and
+-- telnyx/sim/fake/*.lua, started by spec/support/helpers.lua), using plain
+-- luasocket clients only.
 
 local socket = require "socket"
 local http = require "socket.http"
@@ -138,11 +139,11 @@ describe("stub server", function()
     assert.truthy(body:find('"data":[]', 1, true))
   end)
 
-  it("answers 401 with an empty body without a bearer token", function()
+  it("answers 401 with the document's Unauthorized error without a bearer token", function()
     local status, headers, body = request("GET", "/v2/sim_cards", nil, { authorization = false })
     assert.equals(401, status)
-    assert.equals("0", headers["content-length"])
-    assert.equals("", body)
+    assert.same({ errors = { { code = "401", title = "Unauthorized", detail = "Unauthorized" } } }, helpers.decode(body))
+    assert.equals("application/json", headers["content-type"])
     assert.truthy(headers["x-request-id"])
   end)
 
@@ -213,7 +214,7 @@ describe("stub server", function()
   end)
 
   it("encodes an empty request log as []", function()
-    local res = assert(helpers.http({ port = stub.port, path = "/__stub/requests" }))
+    local res = assert(helpers.http({ port = stub.port, path = "/__fake/requests" }))
     assert.equals("[]", res.body)
     assert.is_nil(stub:last_request())
   end)
@@ -467,7 +468,7 @@ describe("stub API emulation", function()
       -- the key is checked before the route
       local status, body = stub:api("DELETE", "/sim_cards", nil, { authorization = false })
       assert.equals(401, status)
-      assert.is_nil(body)
+      assert.equals("401", body.errors[1].code)
     end)
 
     it("serves HEAD like GET without a body", function()
@@ -1039,12 +1040,12 @@ describe("stub API emulation", function()
       sock:settimeout(10)
       assert(sock:connect("127.0.0.1", stub.port))
       local head = "GET /v2" .. path .. " HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer k\r\n"
-      if delay then head = head .. "X-Stub-Delay: " .. delay .. "\r\n" end
+      if delay then head = head .. "X-Fake-Delay: " .. delay .. "\r\n" end
       assert(sock:send(head .. "Connection: close\r\n\r\n"))
       return sock
     end
 
-    it("X-Stub-Delay holds one answer without blocking others", function()
+    it("X-Fake-Delay holds one answer without blocking others", function()
       local t0 = socket.gettime()
       local slow = open_request("/sim_cards", 0.6)
       local fast = assert(helpers.read_response(open_request("/sim_cards")))
@@ -1056,7 +1057,7 @@ describe("stub API emulation", function()
       assert.is_true(socket.gettime() - t0 >= 0.6)
       local delayed = 0
       for _, req in ipairs(stub:requests()) do
-        if req.headers["x-stub-delay"] == "0.6" then delayed = delayed + 1 end
+        if req.headers["x-fake-delay"] == "0.6" then delayed = delayed + 1 end
       end
       assert.equals(1, delayed)
     end)
@@ -1074,7 +1075,7 @@ describe("stub API emulation", function()
       stub:stats()
       assert.is_true(socket.gettime() - t0 < 0.25)
       t0 = socket.gettime()
-      call(200, "GET", "/sim_cards", nil, { ["x-stub-delay"] = "0" }) -- the header overrides
+      call(200, "GET", "/sim_cards", nil, { ["x-fake-delay"] = "0" }) -- the header overrides
       assert.is_true(socket.gettime() - t0 < 0.25)
     end)
 
@@ -1126,11 +1127,11 @@ describe("stub API emulation", function()
 
     it("refuses bad settings and bad seeds", function()
       for _, bad in ipairs{ { action_delay = -1 }, { delay = "1" }, { implicit_cards = 1 }, { nope = 1 } } do
-        local res = helpers.http{ port = stub.port, method = "POST", path = "/__stub/config", body = helpers.encode(bad) }
+        local res = helpers.http{ port = stub.port, method = "POST", path = "/__fake/config", body = helpers.encode(bad) }
         assert.equals(400, res.status)
       end
       assert.same({ action_delay = 0.2, delay = 0, implicit_cards = true }, stub:config())
-      local res = helpers.http{ port = stub.port, method = "POST", path = "/__stub/seed",
+      local res = helpers.http{ port = stub.port, method = "POST", path = "/__fake/seed",
         body = helpers.encode{ sim_cards = { { tags = { "a" } }, { sim_card_group_id = UNKNOWN } } } }
       assert.equals(400, res.status)
       assert.equals(0, #stub:state().sim_cards) -- nothing half-seeded

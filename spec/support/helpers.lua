@@ -1,5 +1,6 @@
--- Test helpers: start/stop/script the stub Telnyx server (spec/support/stub.lua)
--- and build realistic API payloads.
+-- Test helpers: start/stop/script the fake Telnyx server (telnyx/sim/fake.lua,
+-- the shipped telnyx.sim.fake, started from this repository) and build
+-- realistic API payloads.
 --
 --   local helpers = require "spec.support.helpers"
 --   local stub = helpers.start_stub()
@@ -13,6 +14,7 @@
 local socket = require "socket"
 local cjson = require("cjson").new()
 local fixtures = require "spec.support.fixtures"
+local fake = require "telnyx.sim.fake"
 
 local helpers = {}
 
@@ -24,11 +26,8 @@ helpers.null = cjson.null
 helpers.cjson_fork = require("cjson").decode_array_with_array_mt ~= nil
 
 -- Sentinel for a JSON empty array in tables passed to helpers.encode /
--- stub:queue (a plain {} encodes as an object). Do not modify it.
-helpers.empty_array = setmetatable({}, {
-  __newindex = function() error("helpers.empty_array is read-only", 2) end,
-  __tostring = function() return "helpers.empty_array" end,
-})
+-- stub:queue (a plain {} encodes as an object): the fake's own. Read-only.
+helpers.empty_array = fake.empty_array
 
 -- Sentinel for helpers.sim_card overrides: remove the field entirely.
 helpers.absent = setmetatable({}, { __tostring = function() return "helpers.absent" end })
@@ -193,7 +192,6 @@ end
 function helpers.shell_quote(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
 end
-local shell_quote = helpers.shell_quote
 
 --- Runs a shell command; true when it exited 0. (os.execute returns a number
 -- in 5.1, (true|nil, "exit", code) later.)
@@ -233,14 +231,12 @@ function helpers.pid_alive(pid)
   if read_file("/proc/self/stat") then return false end -- procfs present: gone
   return run("kill -0 " .. pid .. " 2>/dev/null")
 end
-local pid_alive = helpers.pid_alive
 
 --- This Lua process's pid (from procfs), or nil.
 function helpers.my_pid()
   local stat = read_file("/proc/self/stat")
   return stat and stat:match("^(%d+)")
 end
-local my_pid = helpers.my_pid
 
 --- A fresh temporary path that does not exist yet.
 function helpers.tmpname()
@@ -250,7 +246,7 @@ function helpers.tmpname()
 end
 local tmpname = helpers.tmpname
 
--- Directory of this file, to find stub.lua regardless of the cwd.
+-- Directory of this file (spec/support), wherever busted runs from.
 local function support_dir()
   local src = debug.getinfo(1, "S").source
   if src:sub(1, 1) == "@" then
@@ -260,48 +256,31 @@ local function support_dir()
   return "spec/support"
 end
 
-helpers.stub_script = support_dir() .. "/stub.lua"
+helpers.support_dir = support_dir()
 
 ---------------------------------------------------------------------------
--- Stub object
+-- Stub object: a telnyx.sim.fake started from this repository, its control
+-- methods raising (a spec stops at the first control failure).
 ---------------------------------------------------------------------------
 
 local Stub = {}
 Stub.__index = Stub
 
-local function control(self, method, path, body)
-  if self.stopped then error("stub already stopped", 3) end
-  local res, err = helpers.http({
-    port = self.port, method = method, path = path, body = body,
-    headers = body and { ["content-type"] = "application/json" } or nil,
-    timeout = 5,
-  })
-  if not res then
-    error("stub control " .. method .. " " .. path .. " failed: " .. tostring(err)
-      .. " (stub log: " .. tostring(self.log_file) .. ")", 3)
-  end
-  if res.status ~= 200 then
-    error("stub control " .. method .. " " .. path .. " answered " .. res.status .. ": " .. res.body, 3)
-  end
-  return helpers.decode(res.body)
+-- value, or raise err (with where the fake's log is).
+local function check(self, value, err)
+  if value == nil and err ~= nil then error(tostring(err) .. " (fake log: " .. tostring(self.log_file) .. ")", 3) end
+  return value
 end
 
 --- Queue one scripted response (a table with `status`, `json`, ...) or an
 -- array of them. Returns the number queued.
-function Stub:queue(entries)
-  if entries[1] == nil then entries = { entries } end
-  return control(self, "POST", "/__stub/queue", helpers.encode(entries)).queued
-end
+function Stub:queue(entries) return check(self, self.fake:queue(entries)) end
 
 --- Scripted entries not yet consumed (each with a `remaining` count).
-function Stub:pending()
-  return control(self, "GET", "/__stub/queue")
-end
+function Stub:pending() return check(self, self.fake:pending()) end
 
 --- All recorded (non-control) requests, oldest first.
-function Stub:requests()
-  return control(self, "GET", "/__stub/requests")
-end
+function Stub:requests() return check(self, self.fake:requests()) end
 
 --- The most recent recorded request, or nil.
 function Stub:last_request()
@@ -309,45 +288,32 @@ function Stub:last_request()
   return list[#list]
 end
 
---- Clear the queue and the request log; the stub also starts its API state
+--- Clear the queue and the request log; the fake also starts its API state
 -- afresh, restores its config defaults and zeroes its stats.
-function Stub:reset()
-  control(self, "POST", "/__stub/reset")
-end
+function Stub:reset() check(self, self.fake:reset()) end
 
---- The stub's settings (action_delay, delay, implicit_cards). With a table,
--- changes those first: stub:config{ action_delay = 0.3 }. POST /__stub/reset
--- (stub:reset()) restores the defaults.
-function Stub:config(settings)
-  if settings == nil then return control(self, "GET", "/__stub/config") end
-  return control(self, "POST", "/__stub/config", helpers.encode(settings))
-end
+--- The fake's settings (action_delay, delay, implicit_cards). With a table,
+-- changes those first: stub:config{ action_delay = 0.3 }. stub:reset()
+-- restores the defaults.
+function Stub:config(settings) return check(self, self.fake:config(settings)) end
 
 --- { requests =, in_flight =, in_flight_peak = } of API requests since the last reset.
-function Stub:stats()
-  return control(self, "GET", "/__stub/stats")
-end
+function Stub:stats() return check(self, self.fake:stats()) end
 
 --- Every record of the emulated API: { sim_cards =, sim_card_groups =,
 -- sim_card_actions =, bulk_sim_card_actions =, sim_card_group_actions =,
 -- sim_card_orders =, sim_card_data_usage_notifications =, public_ips =,
 -- used_registration_codes = }.
-function Stub:state()
-  return control(self, "GET", "/__stub/state")
-end
+function Stub:state() return check(self, self.fake:state()) end
 
 --- Add records: stub:seed{ sim_card_groups = { { name = "g" } },
 -- sim_cards = { { type = "physical", status = "disabled", tags = { "a" } } },
 -- used_registration_codes = { "0000000001" } }. Returns the new
 -- { sim_card_groups =, sim_cards = }.
-function Stub:seed(records)
-  return control(self, "POST", "/__stub/seed", helpers.encode(records))
-end
+function Stub:seed(records) return check(self, self.fake:seed(records)) end
 
 --- The route table: a list of { method =, path = } (paths with {id}).
-function Stub:routes()
-  return control(self, "GET", "/__stub/routes")
-end
+function Stub:routes() return check(self, self.fake:routes()) end
 
 --- One API request with a bearer key: stub:api("GET", "/sim_cards?page[size]=5").
 -- path is below /v2; body: a table (sent as JSON) or a string; headers
@@ -379,66 +345,26 @@ function Stub:url(path)
   return self.root_url .. (path or "")
 end
 
---- Shut the stub down and remove its temp files. Safe to call twice.
+--- Shut the fake down and remove its log (unless keep_log). Safe to call twice.
 function Stub:stop()
   if self.stopped then return end
   self.stopped = true
-  helpers.http({ port = self.port, method = "POST", path = "/__stub/shutdown", timeout = 2 })
-  local deadline = socket.gettime() + 2
-  while pid_alive(self.pid) and socket.gettime() < deadline do socket.sleep(0.02) end
-  if pid_alive(self.pid) then
-    run("kill " .. self.pid .. " 2>/dev/null")
-    deadline = socket.gettime() + 1
-    while pid_alive(self.pid) and socket.gettime() < deadline do socket.sleep(0.02) end
-    if pid_alive(self.pid) then run("kill -9 " .. self.pid .. " 2>/dev/null") end
-  end
-  for _, f in ipairs(self._files) do os.remove(f) end
+  self.fake:stop()
 end
 
---- Start a stub server process. Errors if it does not come up within 10 s.
+--- Start a fake server process. Errors if it does not start.
 -- opts (optional): { lua = interpreter (default $STUB_LUA or "lua5.4"),
 --                    keep_log = true to keep the stderr log file after stop }
 function helpers.start_stub(opts)
   opts = opts or {}
-  local lua = opts.lua or os.getenv("STUB_LUA") or "lua5.4"
-  local port_file, pid_file, log_file = tmpname(), tmpname(), tmpname()
-  local args = { shell_quote(lua), shell_quote(helpers.stub_script),
-    "--port-file", shell_quote(port_file) }
-  local parent = my_pid()
-  if parent then
-    args[#args + 1] = "--parent-pid"
-    args[#args + 1] = parent
-  end
-  local cmd = table.concat(args, " ") .. " </dev/null >" .. shell_quote(log_file)
-    .. " 2>&1 & echo $! > " .. shell_quote(pid_file)
-  if not run(cmd) then error("could not launch stub: " .. cmd, 2) end
-
-  local pid = (read_file(pid_file) or ""):match("(%d+)")
-  local port
-  local deadline = socket.gettime() + 10
-  while socket.gettime() < deadline do
-    port = tonumber((read_file(port_file) or ""):match("^(%d+)\n"))
-    if port then break end
-    if pid and not pid_alive(pid) then break end
-    socket.sleep(0.02)
-  end
-  local self = setmetatable({
-    pid = pid, port = port, log_file = log_file,
-    _files = { port_file, port_file .. ".tmp", pid_file },
+  local f, err = fake.start{
+    lua = opts.lua or os.getenv("STUB_LUA") or "lua5.4",
+    log = opts.keep_log and tmpname() or nil,
+  }
+  if not f then error(err, 2) end
+  return setmetatable({
+    fake = f, pid = f.pid, port = f.port, log_file = f.log_file, root_url = f.root_url, base_url = f.url,
   }, Stub)
-  if not opts.keep_log then self._files[#self._files + 1] = log_file end
-  if not port then
-    local log = read_file(log_file) or ""
-    self.port = 0
-    self.stopped = true
-    if pid and pid_alive(pid) then run("kill -9 " .. pid .. " 2>/dev/null") end
-    for _, f in ipairs(self._files) do os.remove(f) end
-    os.remove(log_file)
-    error("stub did not start within 10 s (" .. cmd .. "): " .. log, 2)
-  end
-  self.root_url = "http://127.0.0.1:" .. port
-  self.base_url = self.root_url .. "/v2"
-  return self
 end
 
 return helpers
