@@ -423,8 +423,8 @@ describe_nginx("telnyx.sim.resty in nginx #nginx", function()
 
     it("without lua-resty-http on lua_package_path, the default (cosockets) is refused, naming it: no silent fallback",
       function()
-        for _, client in ipairs{ { transport = "cosocket" }, {} } do
-          local out = call{ op = "new", client = client }
+        for _, client in ipairs{ { api_key = KEY, transport = "cosocket" }, { api_key = KEY } } do
+          local out = helpers.decode(nginx_http("/call", { op = "new", client = client }).body) -- no default here
           assert.equal("config", out.err.kind)
           assert.equal("transport", out.err.field)
           assert.matches("needs lua-resty-http: luarocks install lua-resty-http", out.err.message, 1, true)

@@ -558,6 +558,13 @@ local function call(self, op, params, opts)
   return attempts(self, req)
 end
 
+--- client:request(name, params [, opts]) -> req | nil, err: what this client would send (no I/O).
+function Client:request(name, params, opts)
+  local known, err = sim.describe(name)
+  if not known then return nil, named(err, "request") end
+  return prepare(self, name, params, opts)
+end
+
 --- client:call(name, params [, opts]): the primitive under every operation method.
 function Client:call(name, params, opts)
   local known, err = sim.describe(name)
