@@ -39,23 +39,24 @@ static size_t distance(const char *a, const char *b) {
 
 /* The operation named most like name, or NULL when none is close. */
 static const char *nearest(const char *name) {
-  size_t i, best = (size_t)-1, d;
+  size_t i, best = (size_t)-1;
   const char *found = NULL;
-  for (i = 0; i < N_OPERATIONS; i++)
-    if ((d = distance(name, operations[i].name)) < best) { best = d; found = operations[i].name; }
+  for (i = 0; i < N_OPERATIONS; i++) {
+    size_t d = distance(name, operations[i].name);
+    if (d < best) { best = d; found = operations[i].name; }
+  }
   return best <= 1 + strlen(name) / 4 ? found : NULL;
 }
 
 /* Pushes the err for a value at idx that names no operation: what was given
  * and the nearest known name, under the function the user called. */
 void tsim_push_unknown_operation(lua_State *L, const char *who, int idx, const char *field) {
-  const char *near;
   if (lua_type(L, idx) != LUA_TSTRING) {
     tsim_push_error(L, "invalid_params", "%s: the operation name must be a string such as 'list_sim_cards' (got %s)",
                     who, luaL_typename(L, idx));
   } else {
+    const char *near = nearest(lua_tostring(L, idx));
     tsim_push_escaped(L, lua_tostring(L, idx), compat_rawlen(L, idx));
-    near = nearest(lua_tostring(L, idx));
     tsim_push_error(L, "invalid_params", "%s: unknown operation '%s' (%s%s%ssee telnyx.sim.operations)", who,
                     lua_tostring(L, -1), near ? "did you mean '" : "", near ? near : "", near ? "'? " : "");
     lua_remove(L, -2);

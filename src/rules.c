@@ -385,11 +385,21 @@ static const struct rule *find_field(const struct rule *fields, const char *name
   return NULL;
 }
 
+/* A key no path can name ([true] = 1, [2.5] = 1): the table that has it. */
+static int fail_key_type(lua_State *L, const struct walk *w, const char *noun, int key) {
+  char what[64];
+  push_path(L, w);
+  tsim_push_error(L, "invalid_params", "%s: %s takes %s names as keys (%s as a key)", w->v->who,
+                  lua_tostring(L, -1), noun, describe_value(L, key, what, sizeof what));
+  lua_insert(L, -2);
+  lua_setfield(L, -2, "field");
+  return 0;
+}
+
 /* "unknown field 'x' (known fields: a, b)", naming the unknown key's path. */
 static int fail_unknown(lua_State *L, const struct walk *w, const struct rule *fields, int key) {
   luaL_Buffer b;
   const struct rule *f;
-  char what[64];
   const char *noun = w->v->options ? "option" : "field";
   struct seg s;
   struct walk sub;
@@ -399,14 +409,7 @@ static int fail_unknown(lua_State *L, const struct walk *w, const struct rule *f
     double d = (double)lua_tonumber(L, key);
     if (d >= 1 && d <= 1e9 && floor(d) == d) s.index = (long)d; /* an array-style key reads as one: filter[1] */
   }
-  if (s.name == NULL && s.index == 0) { /* true = 1, or 2.5 = 1: no path can name it */
-    push_path(L, w);
-    tsim_push_error(L, "invalid_params", "%s: %s takes %s names as keys (%s as a key)", w->v->who,
-                    lua_tostring(L, -1), noun, describe_value(L, key, what, sizeof what));
-    lua_insert(L, -2);
-    lua_setfield(L, -2, "field");
-    return 0;
-  }
+  if (s.name == NULL && s.index == 0) return fail_key_type(L, w, noun, key);
   sub.v = w->v; sub.at = &s;
   luaL_buffinit(L, &b);
   for (f = fields; f->name != NULL; f++) {

@@ -491,7 +491,8 @@ local ENTRY_FIELDS = {
   match = { "a path such as /v2/sim_cards, or null for any", path_or_any },
   method = { "an HTTP method such as GET", is_string },
   ["repeat"] = { "an integer >= 1", function(v) return is_integer(v) and v >= 1 end },
-  trickle_head = { "a boolean (mode trickle: the head a byte at a time too)", function(v) return type(v) == "boolean" end },
+  trickle_head = { "a boolean (mode trickle: the head a byte at a time too)",
+    function(v) return type(v) == "boolean" end },
 }
 
 local ENTRY_FIELD_NAMES = table.concat(sorted_keys(ENTRY_FIELDS), ", ")
