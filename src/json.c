@@ -149,10 +149,13 @@ static void shape(lua_State *L, int t, int array_mt) {
 }
 
 int tsim_json_decode(lua_State *L, const char *s, size_t n, int array_mt) {
+  int rc;
   array_mt = compat_absindex(L, array_mt);
   get_registry(L, &DECODE_KEY);
   lua_pushlstring(L, s, n);
-  if (lua_pcall(L, 1, 1, 0) != 0) {
+  rc = lua_pcall(L, 1, 1, 0);
+  if (rc == LUA_ERRMEM) lua_error(L); /* out of memory is not the body's fault: raised as any API call's */
+  if (rc != 0) {
     lua_pushfstring(L, "invalid JSON (%s)", lua_tostring(L, -1));
     lua_remove(L, -2);
     return 0;
