@@ -32,27 +32,9 @@ helpers.empty_array = fake.empty_array
 -- Sentinel for helpers.sim_card overrides: remove the field entirely.
 helpers.absent = setmetatable({}, { __tostring = function() return "helpers.absent" end })
 
-local EMPTY_PLACEHOLDER = "\1__helpers_empty_array__\1"
-local EMPTY_PLACEHOLDER_JSON = '"\\u0001__helpers_empty_array__\\u0001"'
-local EMPTY_PLACEHOLDER_PATTERN = EMPTY_PLACEHOLDER_JSON:gsub("%p", "%%%0")
-
-local function replace_empty_arrays(value, seen)
-  if value == helpers.empty_array then return EMPTY_PLACEHOLDER end
-  if type(value) ~= "table" then return value end
-  seen = seen or {}
-  if seen[value] then error("helpers.encode: cyclic table", 3) end
-  seen[value] = true
-  local copy = {}
-  for k, v in pairs(value) do copy[k] = replace_empty_arrays(v, seen) end
-  seen[value] = nil
-  return copy
-end
-
---- Encode a Lua value as JSON (helpers.null -> null, helpers.empty_array -> []).
+--- Encode a Lua value as JSON (helpers.null -> null, helpers.empty_array -> []): the fake's encoder.
 function helpers.encode(value)
-  local s = cjson.encode(replace_empty_arrays(value))
-  s = s:gsub(EMPTY_PLACEHOLDER_PATTERN, "[]")
-  return (s:gsub("\\/", "/"))
+  return assert(fake.encode(value))
 end
 
 --- Decode a JSON string (null stays helpers.null). Errors on invalid JSON.

@@ -220,11 +220,14 @@ local function with_placeholders(value, seen)
   return copy
 end
 
+--- fake.encode(value) -> JSON text | nil, err: as the fake writes it (fake.null -> null,
+-- fake.empty_array -> [], "/" unescaped), for bodies to queue as `body`.
 local function encode(value)
   local ok, text = pcall(function() return json.encode(with_placeholders(value)) end)
   if ok then return text end
   return nil, "cannot encode as JSON: " .. tostring(text)
 end
+M.encode = encode
 
 ---------------------------------------------------------------------------
 -- A blocking HTTP/1.1 request on a fresh connection (the control API)
