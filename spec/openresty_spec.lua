@@ -10,7 +10,7 @@ local KEY = "KEYresty0123456789SECRET"
 local USER_COOKIE = "session=END-USER-COOKIE-7f3a"
 local USER_AUTH = "Bearer END-USER-TOKEN-91c2"
 
--- The internal proxy location, as the README gives it (plain http to the stub
+-- The internal proxy location, as docs/openresty.md gives it (plain http to the stub
 -- instead of TLS to api.telnyx.com).
 local PROXY_LOCATION = [[
     location /{{NAME}}/ {
