@@ -19,7 +19,7 @@ bytes over cosockets with lua-resty-http (>= 0.17; `opm get ledgetech/lua-resty-
 or `luarocks install lua-resty-http` into the tree nginx loads, plus resty.string,
 which OpenResty ships), or without it through an nginx proxy location. That
 dependency is deliberately not listed below: it runs only inside nginx, and plain
-Lua users of telnyx.sim do not need it (see the README, "Using it in OpenResty").
+Lua users of telnyx.sim do not need it (see docs/openresty.md).
 
 telnyx.sim.fake and the command telnyx-sim-fake are a fake Telnyx SIM card API
 for tests: stateful, scriptable (answers and connection faults), on loopback

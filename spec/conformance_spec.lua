@@ -12,9 +12,11 @@
 -- deviation alike.
 --
 -- The document: $TELNYX_OPENAPI, else ../shared/telnyx-openapi/sim-cards-full.json
--- from the repository root. Missing is a failure, not a skip.
+-- from the repository root. Missing, the spec is skipped with one pending line
+-- saying so (a plain clone has no ../shared); under CI=true that is a failure.
 local cjson = require "cjson"
 local sim = require "telnyx.sim"
+local helpers = require "spec.support.helpers"
 
 -- ===================================================================== --
 -- DEVIATIONS: where the module deliberately differs from the document.   --
@@ -250,10 +252,17 @@ local function find_document()
       tried[#tried + 1] = path
     end
   end
-  error("conformance: the OpenAPI document is missing (set TELNYX_OPENAPI); tried: " .. table.concat(tried, ", "), 0)
+  return nil, "the Telnyx OpenAPI document (sim-cards-full.json) is missing: set TELNYX_OPENAPI=/path/to/"
+    .. "sim-cards-full.json (the SIM card operations of github.com/team-telnyx/openapi's openapi/spec3.yml, "
+    .. "with every $ref they use); tried: " .. table.concat(tried, ", ")
 end
 
 local DOC_PATH, DOC_TEXT = find_document()
+if not DOC_PATH then
+  helpers.skip_missing({ describe = describe, it = it, pending = pending },
+    "conformance with the OpenAPI document", DOC_TEXT)
+  return
+end
 local doc = cjson.decode(DOC_TEXT)
 
 -- A "#/components/..." reference, resolved (repeatedly).

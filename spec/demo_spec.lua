@@ -123,15 +123,7 @@ local describe_nginx = available and describe or function(name)
 end
 if available and not vendor_path then -- the demo runs on cosockets: lua-resty-http (as openresty_cosocket_spec)
   describe_nginx = function(name)
-    describe(name, function()
-      if os.getenv("TELNYX_SIM_SKIP_RESTY_HTTP") == "1" then
-        pending("TELNYX_SIM_SKIP_RESTY_HTTP=1: " .. vendor_why)
-      else
-        it("needs lua-resty-http", function()
-          error(vendor_why .. "; set TELNYX_SIM_SKIP_RESTY_HTTP=1 to skip these specs", 0)
-        end)
-      end
-    end)
+    helpers.skip_missing({ describe = describe, it = it, pending = pending }, name, vendor_why)
   end
 end
 

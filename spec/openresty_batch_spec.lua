@@ -12,7 +12,7 @@ local socket = require "socket"
 
 local KEY = "KEYrestybatch0123456789SECRET"
 
--- The internal proxy location, as the README gives it (plain http to the stub).
+-- The internal proxy location, as docs/openresty.md gives it (plain http to the stub).
 local CONF = [[
 {{MODULES}}
 {{USER}}

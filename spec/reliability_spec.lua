@@ -447,7 +447,7 @@ describe("integers above 2^53", function()
         assert.equal("integer", math.type(n[i]))
         assert.equal(want, n[i])
       end
-      -- beyond 64 bits: lua-cjson's choice, the nearest integer (clamped), as the README says
+      -- beyond 64 bits: lua-cjson's choice, the nearest integer (clamped), as docs/internals.md says
       n = bought{ "9223372036854775808", "1e300", "9007199254740993.0" }
       assert.equal(math.maxinteger, n[1])
       assert.equal(1e300, n[2])
@@ -467,7 +467,7 @@ describe("integers above 2^53", function()
       assert.equal("integer", math.type(n[4]))
     end)
   else
-    it("are the nearest double on 5.1, 5.2 and LuaJIT, exact up to 2^53, as the README says", function()
+    it("are the nearest double on 5.1, 5.2 and LuaJIT, exact up to 2^53, as the docs say", function()
       local n = bought{ "9007199254740992", "-9007199254740992", "9007199254740993", "9007199254740995", "12345678901234567890" }
       assert.equal(2 ^ 53, n[1])
       assert.equal(-(2 ^ 53), n[2])
@@ -477,16 +477,17 @@ describe("integers above 2^53", function()
     end)
   end
 
-  it("are stated precisely in the README", function()
+  it("are stated precisely in docs/internals.md, and the README says the limits", function()
+    local internals = assert(read_file(repo .. "/docs/internals.md"))
+    assert.truthy(internals:find("exact from -2^63 to 2^63-1", 1, true))
+    assert.truthy(internals:find("exact up to 2^53 in magnitude", 1, true))
     local readme = assert(read_file(repo .. "/README.md"))
-    assert.truthy(readme:find("exact from -2^63 to 2^63-1", 1, true))
     assert.truthy(readme:find("exact up to 2^53 in magnitude", 1, true))
   end)
 end)
 
 describe("OpenResty notes", function()
-  local readme = assert(read_file(repo .. "/README.md"))
-  local openresty = readme:match("\n## Using it in OpenResty\n(.-)\n## ")
+  local openresty = assert(read_file(repo .. "/docs/openresty.md"))
 
   it("the example nginx.conf sets its own pid, never the system nginx's", function()
     local conf = assert(read_file(repo .. "/examples/openresty/nginx.conf"))
@@ -495,7 +496,7 @@ describe("OpenResty notes", function()
     assert.is_nil(pid:match("^/run/") or pid:match("^/var/run/"), pid)
   end)
 
-  it("the README warns that debug logging writes the proxied Authorization header", function()
+  it("docs/openresty.md warns that debug logging writes the proxied Authorization header", function()
     assert.is_not_nil(openresty)
     assert.truthy(openresty:find("--with-debug", 1, true))
     assert.truthy(openresty:find("Authorization", 1, true))

@@ -109,8 +109,9 @@ function nginx.vendor_lua_path()
   local http = vendored_lib(dir, "lua-resty-http-*", "resty/http.lua")
   local str = vendored_lib(dir, "lua-resty-string-*", "resty/string.lua")
   if not http or not str then
-    return nil, "lua-resty-http and lua-resty-string are not in " .. dir
-      .. " (lua-resty-http-*/lib, lua-resty-string-*/lib; set TELNYX_SIM_VENDOR_DIR to their folder)"
+    return nil, "lua-resty-http and lua-resty-string are not in " .. dir .. ": set TELNYX_SIM_VENDOR_DIR to a "
+      .. "folder holding lua-resty-http-0.17.2/ and lua-resty-string-0.17/ (their release archives, "
+      .. "github.com/ledgetech/lua-resty-http and github.com/openresty/lua-resty-string, unpacked)"
   end
   return http .. "/?.lua;" .. str .. "/?.lua"
 end

@@ -21,12 +21,13 @@
 ---@field kind "invalid_params"|"config"|"connection"|"timeout"|"http"|"decode"
 ---@field message string # what went wrong, naming the operation (and the field, for bad params)
 ---@field errors telnyx.sim.ApiError[] # the API's decoded error list, {} when none
----@field field? string # invalid_params: the offending field (`opts.<name>` for a per-call option)
+---@field field? string # bad input: the offending param, option (`opts.<name>`) or argument
 ---@field status? integer # the HTTP status, when a response arrived
 ---@field request_id? string # the response's x-request-id, for Telnyx support
 ---@field retryable? boolean # whether sending the same request again is safe
 ---@field retry_after? number # when retryable: seconds to wait first
 ---@field attempts? integer # how many attempts were made
+---@field index? integer # batch, get_activation_codes: the call (or card) refused before anything was sent
 ---@field action? table # wait_for_action's timeout: the last state of the action
 
 ---@class telnyx.sim.BatchOptions
@@ -60,6 +61,7 @@
 
 ---The decoded response envelope: every field as the server sent it, JSON null as absent.
 ---@class telnyx.sim.Result
+---@field status integer # the HTTP status: 200, 201 or 202
 ---@field data? table
 ---@field errors telnyx.sim.ApiError[] # per-item errors, {} when none
 ---@field meta? table # paging: page_number, page_size, total_pages, total_results
@@ -593,6 +595,10 @@ function Client:batch(calls, opts) end
 ---@return telnyx.sim.ActivationCodeResults? results
 ---@return telnyx.sim.Error? err
 function Client:get_activation_codes(cards, opts) end
+
+---Seconds on a monotonic clock (what wait_for_action's `timeout` is measured on).
+---@return number
+function Client:clock() end
 
 ---Waits the client's way (its `sleep` option, else nanosleep).
 ---@param seconds number # 0..86400
