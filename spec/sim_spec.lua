@@ -478,7 +478,7 @@ describe("sim.new", function()
       { { api_key = "k", max_retries = 1.5 }, "max_retries", "option 'max_retries' must be an integer" },
       { { api_key = 42 }, "api_key", "option 'api_key' must be a UTF%-8 string" },
       { { api_key = "k", allow_insecure_http = 1 }, "allow_insecure_http", "must be a boolean" },
-      { "k", nil, "options must be a table" },
+      { "k", "options", "options must be a table" },
     } do
       local c, err = sim.new(case[1])
       assert.is_nil(c)

@@ -433,9 +433,18 @@ describe("stub API emulation", function()
         assert.matches("^/v2/", r.path)
       end
       assert.same({ GET = 20, POST = 19, PATCH = 3, DELETE = 3 }, per_method)
-      -- and exactly the document's operations, where the document is at hand
-      local text = helpers.read_file("../shared/telnyx-openapi/sim-cards-full.json")
-      if text then
+    end)
+
+    -- exactly the document's operations, where the document is at hand (else one visible skip)
+    local openapi = os.getenv("TELNYX_OPENAPI") or "../shared/telnyx-openapi/sim-cards-full.json"
+    local text = helpers.read_file(openapi)
+    if not text then
+      helpers.skip_missing({ describe = describe, it = it, pending = pending }, "routes vs the OpenAPI document",
+        "the Telnyx OpenAPI document (sim-cards-full.json) is missing: set TELNYX_OPENAPI=/path/to/it")
+    else
+      it("serves exactly the OpenAPI document's operations", function()
+        local seen = {}
+        for _, r in ipairs(stub:routes()) do seen[r.method .. " " .. r.path] = true end
         local doc = helpers.decode(text)
         local want = {}
         for path, item in pairs(doc.paths) do
@@ -446,8 +455,8 @@ describe("stub API emulation", function()
           end
         end
         assert.same(want, seen)
-      end
-    end)
+      end)
+    end
 
     it("answers 405 with Allow for a known path and a method it lacks, 404 for an unknown path", function()
       local doc, res = call(405, "DELETE", "/sim_cards")

@@ -631,6 +631,7 @@ int tsim_validate(lua_State *L, const struct vctx *v, const struct rule *fields,
     char what[64];
     tsim_push_error(L, "invalid_params", "%s: %s must be a table (%s)", v->who,
                     v->options ? "options" : "params", describe_value(L, idx, what, sizeof what));
+    tsim_set_string(L, "field", v->root ? v->root : v->options ? "options" : "params");
     return 0;
   }
   return check_fields(L, fields, idx, &w);

@@ -837,7 +837,7 @@ local next_client_id = 0 -- a client's connection pool is its own: "telnyx.sim#<
 -- client.transport_kind says which: "cosocket", "capture" or "custom".
 function resty.new(opts)
   if opts ~= nil and type(opts) ~= "table" then
-    return nil, new_error("invalid_params", "resty.new: options must be a table (got " .. type(opts) .. ")", "opts")
+    return nil, new_error("invalid_params", "resty.new: options must be a table (got " .. type(opts) .. ")", "options")
   end
   opts = opts or {}
   local location, transport = opts.location, opts.transport
