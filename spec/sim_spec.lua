@@ -291,7 +291,7 @@ describe("telnyx.sim", function()
   describe("invalid params are refused before any traffic", function()
     local cases = {
       { "purchase_esims", nil, "amount", "'amount' is required" }, -- no params: an empty table
-      { "purchase_esims", "x", nil, "params must be a table" },
+      { "purchase_esims", "x", "params", "params must be a table" },
       { "purchase_esims", {}, "amount", "'amount' is required" },
       { "purchase_esims", { amount = 1.5 }, "amount", "'amount' must be an integer >= 1" },
       { "purchase_esims", { amount = "10" }, "amount", "'amount' must be an integer >= 1" },
