@@ -112,9 +112,9 @@ describe("client:batch", function()
       -- only the items are the table's own: sim.encode gives them as a JSON array
       assert.equal("telnyx.sim.results", getmetatable(results).__name)
       assert.is_nil(rawget(results, "ok"))
-      local list = helpers.decode(assert(sim.encode(results)))
-      assert.equal(n, #list)
-      for i, id in ipairs(ids) do assert.equal(id, list[i].res.data.id) end
+      local encoded = helpers.decode(assert(sim.encode(results)))
+      assert.equal(n, #encoded)
+      for i, id in ipairs(ids) do assert.equal(id, encoded[i].res.data.id) end
       assert.equal(0, results.failed)
       assert.equal(n, #seen)
       local order = {}
