@@ -261,12 +261,12 @@ local function directive_problem(origin, message)
       .. " (base_url's host)", true
   end
   if lower:find("chain too long", 1, true) then
-    return message .. ": nginx's lua_ssl_verify_depth (1 by default) is too small for this server's chain: "
-      .. "set lua_ssl_verify_depth 3; (or more) in nginx.conf", true
+    return message .. ": nginx's lua_ssl_verify_depth (1 by default: one intermediate CA) is too small for this "
+      .. "server's chain: set `lua_ssl_verify_depth 3;` in the http block of nginx.conf", true
   end
-  return message .. ": nginx trusts only the CAs in lua_ssl_trusted_certificate (none by default): add "
-    .. "lua_ssl_trusted_certificate /etc/ssl/certs/ca-certificates.crt; (your system's CA bundle) to the http block "
-    .. "of nginx.conf, with lua_ssl_verify_depth 3; for a chain with intermediates", true
+  return message .. ": nginx trusts only the CAs in lua_ssl_trusted_certificate (none unless set): add "
+    .. "`lua_ssl_trusted_certificate /etc/ssl/certs/ca-certificates.crt;` (your system's CA bundle) to the http "
+    .. "block of nginx.conf (and `lua_ssl_verify_depth 3;` for a chain of more than one intermediate CA)", true
 end
 
 -- A failure in client:interpret's terms.
