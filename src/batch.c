@@ -6,7 +6,8 @@
  *     { "enable_sim_card", { id = id2 }, { timeout = 10 } },
  *   }, { concurrency = 16, progress = function(done, total, index, res, err) end })
  *   -- results[i] = { res = res } or { err = err }, in input order;
- *   -- results.ok / results.failed count them. nil, err: a call was invalid, nothing was sent.
+ *   -- results.ok / results.failed count them (through its metatable: sim.encode
+ *   -- gives the items as a JSON array). nil, err: a call was invalid, nothing was sent.
  *
  * Every rule of a single call holds per call: the same validation (all of it
  * before anything is sent), the same request, the same interpret and retry
