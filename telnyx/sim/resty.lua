@@ -28,7 +28,10 @@
 --    (proxy_header), so with `proxy_pass_request_headers off` none of the end
 --    user's headers can; a header_filter hook (note_upstream) records whether
 --    the upstream answered or the proxy gave up, and when it gave up whether
---    anything had been sent. Not in timers (no subrequests there).
+--    anything had been sent. A subrequest in which proxy_header never ran and
+--    nothing was proxied never reached the location (nginx's own 404 when
+--    there is none): not sent, and not retried (nginx.conf lacks it). Not in
+--    timers (no subrequests there).
 --  * a function(request) -> status, headers, body | nil, { failure =, message = }.
 
 local sim = require "telnyx.sim"
