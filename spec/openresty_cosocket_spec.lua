@@ -947,7 +947,7 @@ describe("telnyx.sim.resty over cosockets (lua-resty-http) in nginx #nginx", fun
       assert.equal("config", out.err.kind)
       assert.equal("api_key", out.err.field)
       assert.matches("no API key", out.err.message)
-      assert.matches("nginx clears the environment of its processes: `env TELNYX_API_KEY;` in the main context "
+      assert.matches("nginx clears its workers' environment: `env TELNYX_API_KEY;` in the main context "
         .. "of nginx.conf (outside http {}) keeps it", out.err.message, 1, true)
       assert.matches("env TELNYX_API_KEY;", out.err.string, 1, true) -- what tostring(err) prints
       assert.is_false(out.err.retryable)

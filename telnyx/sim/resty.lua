@@ -913,7 +913,7 @@ function resty.new(opts)
   local core, err = sim.new(core_opts)
   if not core then
     if err.field == "api_key" and opts.api_key == nil and in_openresty() and os.getenv("TELNYX_API_KEY") == nil then
-      err.message = err.message .. "; nginx clears the environment of its processes: `env TELNYX_API_KEY;` "
+      err.message = err.message .. "; nginx clears its workers' environment: `env TELNYX_API_KEY;` "
         .. "in the main context of nginx.conf (outside http {}) keeps it"
       err.retryable, err.attempts = false, 0
     end
