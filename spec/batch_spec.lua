@@ -108,6 +108,12 @@ describe("client:batch", function()
       end }))
       assert_cards(results, ids)
       assert.equal(n, results.ok)
+      -- only the items are the table's own: sim.encode gives them as a JSON array
+      assert.equal("telnyx.sim.results", getmetatable(results).__name)
+      assert.is_nil(rawget(results, "ok"))
+      local encoded = helpers.decode(assert(sim.encode(results)))
+      assert.equal(n, #encoded)
+      for i, id in ipairs(ids) do assert.equal(id, encoded[i].res.data.id) end
       assert.equal(0, results.failed)
       assert.equal(n, #seen)
       local order = {}
@@ -750,6 +756,14 @@ describe("client:get_activation_codes", function()
     assert.equal("http", results[4].err.kind)
     assert.equal(422, results[4].err.status)
     assert.same({ id = esims[3].id, activation_code = fixtures.activation_code(esims[3].id) }, results[5])
+    -- sim.encode gives a JSON array of the results in input order (the counts live in the metatable)
+    local list = helpers.decode(assert(sim.encode(results)))
+    assert.equal(5, #list)
+    assert.is_nil(list.ok)
+    assert.same({ id = esims[1].id, activation_code = fixtures.activation_code(esims[1].id) }, list[1])
+    assert.same({ id = physical.id, skipped = "physical" }, list[2])
+    assert.equal(422, list[4].err.status)
+    assert.equal("http", list[4].err.kind)
     -- progress: 4 calls, indices into the input
     assert.equal(4, #reports)
     local indices = {}

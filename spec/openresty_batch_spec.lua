@@ -182,6 +182,28 @@ describe_nginx("telnyx.sim.resty client:batch in nginx #nginx", function()
       assert.equal(2 * #calls, #stub:requests())
     end)
 
+    it("encodes with sim.encode as a JSON array of the results, the counts still readable", function()
+      local esim1, _, physical = seed_cards()
+      local calls = { { "get_sim_card_activation_code", esim1.id }, { "get_sim_card_activation_code", physical.id } }
+      local want = assert(direct:batch(calls))
+      local text = assert(sim.encode(want)) -- the C client's
+      local out = batch{ calls = calls }
+      assert.is_nil(out.encode_err, out.encode_err and out.encode_err.string)
+      for _, encoded in ipairs{ text, out.encoded } do
+        local list = helpers.decode(encoded)
+        assert.equal(2, #list)
+        assert.is_nil(list.ok)
+        assert.equal(fixtures.activation_code(esim1.id), list[1].res.data.activation_code)
+        assert.equal("http", list[2].err.kind)
+        assert.equal(422, list[2].err.status)
+      end
+      assert.same({ 1, 1 }, { want.ok, want.failed })
+      assert.same({ 1, 1 }, { out.ok, out.failed })
+      -- what a JSON answer with the counts takes
+      local both = helpers.decode(assert(sim.encode{ results = want, ok = want.ok, failed = want.failed }))
+      assert.same({ 2, 1, 1 }, { #both.results, both.ok, both.failed })
+    end)
+
     it("a batch of 0: no traffic, ok = failed = 0", function()
       local out = batch{ calls = helpers.empty_array, progress = true }
       assert.is_nil(out.err)
@@ -433,6 +455,11 @@ describe_nginx("telnyx.sim.resty client:batch in nginx #nginx", function()
       assert.equal("timer", out.phase)
       assert.equal("config", out.err.kind)
       assert.matches("^batch: ngx%.location%.capture is not available in the 'timer' phase", out.err.message)
+      -- get_activation_codes (on batch) says its own name
+      out = batch({ helper = "get_activation_codes", cards = { helpers.uuid() } }, "/batch_timer")
+      assert.equal("config", out.err.kind)
+      assert.matches("^get_activation_codes: ngx%.location%.capture is not available in the 'timer' phase",
+        out.err.message)
       no_traffic()
     end)
   end)
@@ -450,6 +477,13 @@ describe_nginx("telnyx.sim.resty client:batch in nginx #nginx", function()
     assert.equal(fixtures.activation_code(esim1.id), out.results[1].activation_code)
     assert.equal("physical", out.results[2].skipped)
     assert.equal(fixtures.activation_code(esim2.id), out.results[3].activation_code)
+    -- sim.encode gives the list, as it does for the C client's (the counts are not items)
+    assert.is_nil(out.encode_err)
+    local list = helpers.decode(out.encoded)
+    assert.same(json_trip(want[1]), list[1])
+    assert.same(json_trip(want[3]), list[3])
+    assert.equal(3, #list)
+    assert.same(helpers.decode(assert(sim.encode(want))), list)
     -- progress indices are into cards
     local indices = {}
     for _, p in ipairs(out.progress) do indices[#indices + 1] = p.index end

@@ -27,6 +27,7 @@ local REGISTER = "/v2/actions/register/sim_cards"
 local CONF = [[
 {{MODULES}}
 {{USER}}
+env TELNYX_API_KEY;
 worker_processes 1;
 error_log {{DIR}}/logs/error.log info;
 events { worker_connections 1024; }
@@ -100,6 +101,18 @@ http {
     location / { proxy_pass http://telnyx_stub; }
   }
   server {
+    listen 127.0.0.1:{{CA_SIGNED_PORT}} ssl;
+    ssl_certificate {{CERT_DIR}}/casigned.pem;
+    ssl_certificate_key {{CERT_DIR}}/casigned.key;
+    location / { proxy_pass http://telnyx_stub; }
+  }
+  server {
+    listen 127.0.0.1:{{DEEP_PORT}} ssl;
+    ssl_certificate {{CERT_DIR}}/deepchain.pem;
+    ssl_certificate_key {{CERT_DIR}}/deep.key;
+    location / { proxy_pass http://telnyx_stub; }
+  }
+  server {
     listen 127.0.0.1:{{WRONG_NAME_PORT}} ssl;
     ssl_certificate {{CERT_DIR}}/wrong.pem;
     ssl_certificate_key {{CERT_DIR}}/wrong.key;
@@ -107,6 +120,28 @@ http {
   }
 }
 ]]
+
+-- nginx as a new user first writes it: the module and lua-resty-http on the paths, and none of
+-- `env TELNYX_API_KEY;`, `resolver`, `lua_ssl_trusted_certificate` (it runs with TELNYX_API_KEY set).
+local BARE_CONF = [[
+{{MODULES}}
+{{USER}}
+worker_processes 1;
+error_log {{DIR}}/logs/error.log info;
+events { worker_connections 256; }
+http {
+  access_log off;
+  {{TEMP_PATHS}}
+  lua_package_path "{{REPO}}/?.lua;{{VENDOR_LUA_PATH}};;";
+  lua_package_cpath "{{REPO}}/build/luajit/?.so;;";
+  server {
+    listen 127.0.0.1:{{PORT}};
+    location = /call { content_by_lua_block { require("spec.support.openresty_app").call() } }
+  }
+}
+]]
+
+local ENV_KEY = "KEYfromenv0123456789SECRET"
 
 local nginx_ok, nginx_why = nginx.available()
 local vendor_path, vendor_why = nginx.vendor_lua_path()
@@ -138,12 +173,35 @@ local function make_certs(dir)
         shell_quote(dir .. "/" .. name .. ".key"), shell_quote(dir .. "/" .. name .. ".pem"))),
       "openssl could not make a certificate")
   end
+  -- `name`.pem signed by `issuer`.pem with the extensions `ext` (lines)
+  local function sign(name, issuer, ext)
+    local f = function(suffix) return shell_quote(dir .. "/" .. name .. suffix) end
+    assert(run(("openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=%s -keyout %s -out %s "
+      .. ">/dev/null 2>&1"):format(name, f(".key"), f(".csr"))), "openssl could not make a key")
+    local file = assert(io.open(dir .. "/" .. name .. ".ext", "w"))
+    file:write(ext, "\n")
+    file:close()
+    assert(run(("openssl x509 -req -in %s -CA %s -CAkey %s -CAcreateserial -days 2 -extfile %s -out %s >/dev/null 2>&1")
+      :format(f(".csr"), shell_quote(dir .. "/" .. issuer .. ".pem"), shell_quote(dir .. "/" .. issuer .. ".key"),
+        f(".ext"), f(".pem"))), "openssl could not sign a certificate")
+  end
   assert(run("mkdir -p " .. shell_quote(dir)))
+  -- leaves signed by a CA of the spec's own, as a public API's are: without that CA trusted, OpenSSL
+  -- says "unable to get local issuer certificate" (of a self-signed one, "self-signed certificate");
+  -- with it, a chain of two intermediates is deeper than lua_ssl_verify_depth's default (1) allows
+  local CA = "basicConstraints=critical,CA:TRUE\nkeyUsage=keyCertSign,cRLSign"
+  cert("ca", "DNS:telnyx-sim-test-ca")
+  sign("casigned", "ca", "subjectAltName=DNS:127.0.0.1")
+  sign("int1", "ca", CA)
+  sign("int2", "int1", CA)
+  sign("deep", "int2", "subjectAltName=DNS:127.0.0.1")
+  assert(run(("cat %s %s %s > %s"):format(shell_quote(dir .. "/deep.pem"), shell_quote(dir .. "/int2.pem"),
+    shell_quote(dir .. "/int1.pem"), shell_quote(dir .. "/deepchain.pem"))))
   cert("good", "DNS:127.0.0.1,IP:127.0.0.1")
   cert("untrusted", "DNS:127.0.0.1,IP:127.0.0.1")
   cert("wrong", "DNS:wrong.example")
-  assert(run(("cat %s %s > %s"):format(shell_quote(dir .. "/good.pem"), shell_quote(dir .. "/wrong.pem"),
-    shell_quote(dir .. "/trusted.pem"))))
+  assert(run(("cat %s %s %s > %s"):format(shell_quote(dir .. "/good.pem"), shell_quote(dir .. "/wrong.pem"),
+    shell_quote(dir .. "/ca.pem"), shell_quote(dir .. "/trusted.pem"))))
 end
 
 -- Counts of the stub's requests by path.
@@ -163,15 +221,19 @@ describe("telnyx.sim.resty over cosockets (lua-resty-http) in nginx #nginx", fun
     cert_dir = helpers.tmpname()
     make_certs(cert_dir)
     stub = helpers.start_stub()
-    ports = { UNTRUSTED_PORT = nginx.free_port(), WRONG_NAME_PORT = nginx.free_port() }
-    tls = nginx.start{ conf = TLS_CONF, values = { STUB_PORT = stub.port, CERT_DIR = cert_dir,
-      UNTRUSTED_PORT = ports.UNTRUSTED_PORT, WRONG_NAME_PORT = ports.WRONG_NAME_PORT } }
+    ports = {}
+    for _, name in ipairs{ "UNTRUSTED_PORT", "WRONG_NAME_PORT", "CA_SIGNED_PORT", "DEEP_PORT" } do
+      ports[name] = nginx.free_port()
+    end
+    local values = { STUB_PORT = stub.port, CERT_DIR = cert_dir }
+    for name, port in pairs(ports) do values[name] = port end
+    tls = nginx.start{ conf = TLS_CONF, values = values }
     ports.TLS_PORT = tls.port
     dns = assert(socket.udp()) -- queries land in its buffer, never read, never answered
     assert(dns:setsockname("127.0.0.1", 0))
     local _, dns_port = dns:getsockname()
     server = nginx.start{ conf = CONF, values = { STUB_PORT = stub.port, KEY = KEY, CERT_DIR = cert_dir,
-      DNS_PORT = dns_port } }
+      DNS_PORT = dns_port }, env = "TELNYX_API_KEY=" .. ENV_KEY }
   end)
 
   teardown(function()
@@ -361,14 +423,62 @@ describe("telnyx.sim.resty over cosockets (lua-resty-http) in nginx #nginx", fun
       assert.equal(reqs[1].conn, reqs[2].conn)
     end)
 
-    it("two clients do not share connections (a pool per client)", function()
+    -- the stub's connections behind its requests
+    local function connections(reqs)
+      local seen, n = {}, 0
+      for _, r in ipairs(reqs) do
+        if not seen[r.conn] then seen[r.conn], n = true, n + 1 end
+      end
+      return n
+    end
+
+    it("clients share the pool of an origin: 40 requests, each with a client of its own, few connections", function()
+      for i = 1, 40 do
+        local out = call{ op = "get_sim_card", params = { id = helpers.uuid() } } -- a new client per request
+        assert.is_nil(out.err, i .. ": " .. (out.err and out.err.string or ""))
+      end
+      local reqs = stub:requests()
+      assert.equal(40, #reqs)
+      -- one worker, one request at a time: one connection kept alive and taken again (not 40 left behind)
+      assert.is_true(connections(reqs) <= 2, connections(reqs) .. " connections")
+      -- and two clients kept side by side take the same one
+      stub:reset()
       call{ op = "purchase_esims", params = { amount = 1 }, client = { keep = "pool-a" } }
       call{ op = "purchase_esims", params = { amount = 1 }, client = { keep = "pool-b" } }
-      call{ op = "purchase_esims", params = { amount = 1 }, client = { keep = "pool-a" } }
+      reqs = stub:requests()
+      assert.equal(reqs[1].conn, reqs[2].conn)
+    end)
+
+    it("close(): the next request's client takes the connection a closed one used; the closed one sends nothing",
+      function()
+        for _ = 1, 10 do
+          local out = call{ op = "get_sim_card", params = { id = helpers.uuid() }, client = { close_after = true } }
+          assert.is_nil(out.err, out.err and out.err.string)
+        end
+        local reqs = stub:requests()
+        assert.equal(10, #reqs)
+        assert.is_true(connections(reqs) <= 2, connections(reqs) .. " connections")
+        stub:reset()
+        local out = call{ op = "steps", client = { keep = "closing" }, params = { steps = {
+          { op = "get_sim_card", params = { id = helpers.uuid() } },
+          { op = "close" },
+          { op = "purchase_esims", params = { amount = 1 } },
+        } } }
+        assert.is_nil(out.steps[1].err)
+        assert.equal("config", out.steps[3].err.kind)
+        assert.matches("the client is closed", out.steps[3].err.message)
+        assert.equal(1, #stub:requests())
+      end)
+
+    it("plain and TLS connections to one host never mix (the pool's name has the scheme)", function()
+      call{ op = "get_sim_card", params = { id = helpers.uuid() } }
+      local out = call{ op = "get_sim_card", params = { id = helpers.uuid() }, client = { base_url = tls_url("TLS_PORT") } }
+      assert.is_nil(out.err, out.err and out.err.string)
+      out = call{ op = "get_sim_card", params = { id = helpers.uuid() } }
+      assert.is_nil(out.err, out.err and out.err.string)
       local reqs = stub:requests()
       assert.equal(3, #reqs)
-      assert.not_equal(reqs[1].conn, reqs[2].conn)
-      assert.equal(reqs[1].conn, reqs[3].conn)
+      assert.equal(reqs[1].conn, reqs[3].conn) -- the plain connection, taken again after the TLS call
     end)
   end)
 
@@ -686,6 +796,7 @@ describe("telnyx.sim.resty over cosockets (lua-resty-http) in nginx #nginx", fun
             client = { base_url = tls_url("UNTRUSTED_PORT"), max_retries = 2 } }
           assert.equal("connection", out.err.kind, i)
           assert.matches("before the request was sent", out.err.message)
+          assert.matches("lua_ssl_trusted_certificate", out.err.message) -- the directive that fixes it
           assert.equal(1, out.err.attempts) -- permanent: another attempt cannot help
           assert.is_false(out.err.retryable)
         end
@@ -733,6 +844,29 @@ describe("telnyx.sim.resty over cosockets (lua-resty-http) in nginx #nginx", fun
         assert.is_false(out.err.retryable)
         no_traffic()
       end)
+
+      it("a CA-signed certificate whose CA is in lua_ssl_trusted_certificate: works", function()
+        local out = call{ op = "get_sim_card", params = { id = helpers.uuid() },
+          client = { base_url = tls_url("CA_SIGNED_PORT") } }
+        assert.is_nil(out.err, out.err and out.err.string)
+        assert.equal(1, #stub:requests())
+      end)
+
+      it("a chain deeper than lua_ssl_verify_depth (1 by default) allows: names the directive, not retried", function()
+        local out = call{ op = "purchase_esims", params = { amount = 1 },
+          client = { base_url = tls_url("DEEP_PORT"), max_retries = 2 } }
+        assert.equal("connection", out.err.kind)
+        assert.matches("before the request was sent", out.err.message)
+        assert.matches("lua_ssl_verify_depth", out.err.message, 1, true)
+        -- OpenSSL says "22: certificate chain too long" or, some runs, "20: unable to get local issuer
+        -- certificate" (it stops looking for the issuer at the depth); lua-resty-core 0.1.25 may raise instead
+        local msg = out.err.message
+        assert.is_truthy(msg:find("certificate chain too long", 1, true)
+          or msg:find("unable to get local issuer certificate", 1, true) or msg:find("raised", 1, true), msg)
+        assert.is_false(out.err.retryable)
+        assert.equal(1, out.err.attempts)
+        no_traffic()
+      end)
     end)
   end)
 
@@ -758,12 +892,90 @@ describe("telnyx.sim.resty over cosockets (lua-resty-http) in nginx #nginx", fun
       no_traffic()
     end)
 
-    it("header_filter, body_filter and log: a clear config error", function()
+    it("header_filter, body_filter and log: a clear config error, naming the function called", function()
       assert.equal(200, nginx_http("/filters").status)
       for _, phase in ipairs{ "header_filter", "body_filter", "log" } do
         local out = call({}, "/stored?name=" .. phase)
         assert.equal("cosocket", out.transport, phase)
         assert_phase_error(out.err, phase)
+        assert.matches("^purchase_esims: cannot run", out.err.message)
+        for _, helper in ipairs{ "get_activation_codes", "wait_for_action", "each" } do
+          assert_phase_error(out.helpers[helper], phase)
+          assert.matches("^" .. helper .. ": cannot run in nginx's '" .. phase .. "' phase", out.helpers[helper].message)
+        end
+      end
+      no_traffic()
+    end)
+
+    it("env TELNYX_API_KEY; in nginx.conf: a client without api_key takes the key from the environment", function()
+      local res = nginx_http("/call", { op = "purchase_esims", params = { amount = 1 },
+        client = { base_url = stub.base_url } })
+      local out = helpers.decode(res.body)
+      assert.is_nil(out.err, out.err and out.err.string)
+      assert.equal("Bearer " .. ENV_KEY, stub:last_request().headers["authorization"])
+    end)
+  end)
+
+  describe("in an nginx.conf without the directives it needs (as a new user first writes it)", function()
+    local bare
+
+    setup(function()
+      bare = nginx.start{ conf = BARE_CONF, env = "TELNYX_API_KEY=" .. ENV_KEY }
+    end)
+
+    teardown(function()
+      if bare then bare:stop() end
+    end)
+
+    local function bare_call(payload)
+      local res = assert(helpers.http{ port = bare.port, method = "POST", path = "/call", timeout = 30,
+        body = helpers.encode(payload) })
+      assert.equal(200, res.status, res.body)
+      return helpers.decode(res.body)
+    end
+
+    it("no `env TELNYX_API_KEY;`: the key nginx cleared from the environment, and the directive, are named", function()
+      local out = bare_call{ op = "new", client = { base_url = stub.base_url } }
+      assert.equal("config", out.err.kind)
+      assert.equal("api_key", out.err.field)
+      assert.matches("no API key", out.err.message)
+      assert.matches("nginx clears its workers' environment: `env TELNYX_API_KEY;` in the main context "
+        .. "of nginx.conf (outside http {}) keeps it", out.err.message, 1, true)
+      assert.matches("env TELNYX_API_KEY;", out.err.string, 1, true) -- what tostring(err) prints
+      assert.is_false(out.err.retryable)
+      assert.equal(0, out.err.attempts)
+      -- an api_key given is used as it is
+      out = bare_call{ op = "purchase_esims", params = { amount = 1 }, client = { api_key = KEY, base_url = stub.base_url } }
+      assert.is_nil(out.err, out.err and out.err.string)
+      assert.equal("Bearer " .. KEY, stub:last_request().headers["authorization"])
+    end)
+
+    it("no `resolver`: 'no resolver defined' names the directive, one attempt, not retried", function()
+      local out = bare_call{ op = "get_sim_card", params = { id = helpers.uuid() },
+        client = { api_key = KEY, base_url = "https://api.example.test/v2", max_retries = 2 } }
+      assert.equal("connection", out.err.kind)
+      assert.matches("before the request was sent", out.err.message)
+      assert.matches("no resolver defined to resolve \"api.example.test\"", out.err.message, 1, true)
+      assert.matches("`resolver` directive", out.err.message, 1, true)
+      assert.is_false(out.err.retryable)
+      assert.equal(1, out.err.attempts)
+      assert.is_true(out.elapsed < 1, out.elapsed) -- no back-off: nothing to wait for
+      no_traffic()
+    end)
+
+    it("no `lua_ssl_trusted_certificate`: 'unable to get local issuer certificate' names it, not retried", function()
+      for _, op in ipairs{ "purchase_esims", "get_sim_card" } do
+        local out = bare_call{ op = op, params = op == "purchase_esims" and { amount = 1 } or { id = helpers.uuid() },
+          client = { api_key = KEY, base_url = tls_url("CA_SIGNED_PORT"), max_retries = 2 } }
+        assert.equal("connection", out.err.kind, op)
+        assert.matches("before the request was sent", out.err.message)
+        -- lua-resty-core 0.1.25 sometimes raises instead (an assertion): the directive is named either way
+        assert.matches("lua_ssl_trusted_certificate /etc/ssl/certs/ca-certificates.crt;", out.err.message, 1, true)
+        if not out.err.message:find("raised", 1, true) then
+          assert.matches("unable to get local issuer certificate", out.err.message, 1, true)
+        end
+        assert.is_false(out.err.retryable)
+        assert.equal(1, out.err.attempts)
       end
       no_traffic()
     end)

@@ -119,12 +119,13 @@ local describe_nginx = available and describe or function(name)
 end
 
 describe_nginx("telnyx.sim.resty in nginx #nginx", function()
-  local stub, server
+  local stub, server, dead_port
 
   setup(function()
     nginx.build_luajit_module()
     stub = helpers.start_stub()
-    server = nginx.start{ conf = CONF, values = { STUB_PORT = stub.port, DEAD_PORT = nginx.free_port(), KEY = KEY } }
+    dead_port = nginx.free_port()
+    server = nginx.start{ conf = CONF, values = { STUB_PORT = stub.port, DEAD_PORT = dead_port, KEY = KEY } }
   end)
 
   teardown(function()
@@ -369,12 +370,35 @@ describe_nginx("telnyx.sim.resty in nginx #nginx", function()
       assert.matches("cut short", out.err.message)
     end)
 
-    it("nothing listening: provably not sent, so even a purchase is retried", function()
+    it("nothing listening: provably not sent, so even a purchase is retried; the upstream is named", function()
       local out = call{ op = "purchase_esims", params = { amount = 1 }, client = { location = "/_dead", max_retries = 1 } }
       assert.equal("connection", out.err.kind)
       assert.matches("before the request was sent", out.err.message)
+      -- the location and its upstream, never a header hook
+      assert.matches("the proxy location /_dead could not reach its upstream 127.0.0.1:" .. dead_port
+        .. " (HTTP 502 from nginx, upstream status 502): nothing was sent", out.err.message, 1, true)
+      assert.not_matches("hook", out.err.message)
+      assert.not_matches("note_upstream", out.err.message)
       assert.is_true(out.err.retryable)
       assert.equal(2, out.err.attempts)
+      no_traffic()
+    end)
+
+    it("no proxy location at all (nginx's own 404): not sent, naming the location, not retried", function()
+      for _, case in ipairs{ { "purchase_esims", { amount = 1 } }, { "get_sim_card", { id = helpers.uuid() } } } do
+        local out = call{ op = case[1], params = case[2], client = { location = "/_nowhere", max_retries = 2 } }
+        assert.equal("connection", out.err.kind, case[1])
+        assert.matches("^" .. case[1] .. ": could not connect before the request was sent: the subrequest to "
+          .. "/_nowhere/", out.err.message)
+        assert.matches("never reached the proxy location (HTTP 404 from nginx itself: no location matches "
+          .. "/_nowhere/): add the internal location /_nowhere/ that proxies to the API", out.err.message, 1, true)
+        assert.not_matches("hook", out.err.message)
+        assert.not_matches("may have gone through", out.err.message)
+        -- a location nginx.conf lacks is not there on the next attempt either
+        assert.is_false(out.err.retryable)
+        assert.equal(1, out.err.attempts)
+      end
+      no_traffic()
     end)
 
     it("a proxy location without the note_upstream hook fails loudly, never as 'not sent'", function()
@@ -414,10 +438,18 @@ describe_nginx("telnyx.sim.resty in nginx #nginx", function()
       no_traffic()
     end)
 
-    it("header_filter_by_lua and log_by_lua: a clear config error", function()
+    it("header_filter_by_lua and log_by_lua: a clear config error, naming the function called", function()
       assert.equal(200, nginx_http("/filters").status)
-      assert_phase_error(call({}, "/stored?name=header_filter").err, "header_filter")
-      assert_phase_error(call({}, "/stored?name=log").err, "log")
+      for _, phase in ipairs{ "header_filter", "log" } do
+        local out = call({}, "/stored?name=" .. phase)
+        assert_phase_error(out.err, phase)
+        assert.matches("^purchase_esims: cannot run in nginx's '" .. phase .. "' phase", out.err.message)
+        -- the helpers shared with the C client say their own name, not that of a call they would make
+        for _, helper in ipairs{ "get_activation_codes", "wait_for_action", "each" } do
+          assert_phase_error(out.helpers[helper], phase)
+          assert.matches("^" .. helper .. ": cannot run in nginx's '" .. phase .. "' phase", out.helpers[helper].message)
+        end
+      end
       no_traffic()
     end)
 

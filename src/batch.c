@@ -6,7 +6,8 @@
  *     { "enable_sim_card", { id = id2 }, { timeout = 10 } },
  *   }, { concurrency = 16, progress = function(done, total, index, res, err) end })
  *   -- results[i] = { res = res } or { err = err }, in input order;
- *   -- results.ok / results.failed count them. nil, err: a call was invalid, nothing was sent.
+ *   -- results.ok / results.failed count them (through its metatable: sim.encode
+ *   -- gives the items as a JSON array). nil, err: a call was invalid, nothing was sent.
  *
  * Every rule of a single call holds per call: the same validation (all of it
  * before anything is sent), the same request, the same interpret and retry
@@ -341,7 +342,7 @@ int tsim_client_batch(lua_State *L) {
   }
   n = (int)compat_rawlen(L, 2);
   b = new_batch(L, n, concurrency); /* 4 */
-  lua_createtable(L, n, 2);         /* 5: results */
+  lua_createtable(L, n, 0);         /* 5: results */
   lua_createtable(L, 4 * n, 0);     /* 6: keep */
   lua_pushvalue(L, UV_ARRAY_MT);    /* 7 */
   if (lua_isnil(L, 3)) lua_pushnil(L); /* 8: nil or the progress function */
@@ -357,10 +358,19 @@ int tsim_client_batch(lua_State *L) {
     }
     run_guarded(L, c, b);
   }
+  /* the counts in the results' metatable (results.ok reads them), so that
+   * the list holds only its items and sim.encode gives a JSON array (as
+   * flow.results does for the Lua clients) */
   lua_pushvalue(L, 5);
+  lua_createtable(L, 0, 2);
+  lua_pushliteral(L, "telnyx.sim.results");
+  lua_setfield(L, -2, "__name");
+  lua_createtable(L, 0, 2);
   lua_pushinteger(L, b->ok);
   lua_setfield(L, -2, "ok");
   lua_pushinteger(L, b->done - b->ok);
   lua_setfield(L, -2, "failed");
+  lua_setfield(L, -2, "__index");
+  lua_setmetatable(L, -2);
   return 1;
 }

@@ -6,7 +6,7 @@
 --   -> 200 {res=, err=, transport=}        (in content, rewrite or access: see the conf)
 -- client.transport: "custom" is app.cosocket_transport (a minimal function); any other value goes to
 -- resty.new as it is ("cosocket", "capture", or none: resty's default). client.keep = name: the
--- worker keeps that client between requests (its connection pool with it).
+-- worker keeps that client between requests. client.close_after = true: client:close() once the call is done.
 local cjson = require "cjson.safe"
 local resty = require "telnyx.sim.resty"
 
@@ -67,7 +67,7 @@ local function client_for(spec)
   local options = {}
   for k, v in pairs(spec or {}) do options[k] = v end
   local keep = options.keep
-  options.keep = nil
+  options.keep, options.close_after = nil, nil
   if keep and kept[keep] then return kept[keep] end
   if options.blocking then
     options.blocking = nil
@@ -145,6 +145,7 @@ local function run(call)
     out = { res = res, err = encode_err(err), elapsed = now() - t0 }
   end
   out.transport = client.transport_kind
+  if call.client and call.client.close_after then client:close() end
   return out
 end
 
@@ -196,12 +197,25 @@ function app.in_set(api_key)
   return cjson.encode({ err = encode_err(err) })
 end
 
---- header_filter_by_lua / body_filter_by_lua / log_by_lua: store the err under `name`.
+-- The errs of the helpers shared with the C client (telnyx/sim/flow.lua) where `client` cannot run.
+local function helper_errs(client)
+  local out = {}
+  local _, err = client:get_activation_codes{ "0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0" }
+  out.get_activation_codes = encode_err(err)
+  _, err = client:wait_for_action("a1b2c3d4-0000-4000-8000-00000000000a")
+  out.wait_for_action = encode_err(err)
+  _, err = client:each("list_sim_cards")()
+  out.each = encode_err(err)
+  return out
+end
+
+--- header_filter_by_lua / body_filter_by_lua / log_by_lua: store the err under `name`, and the
+-- helpers' errs.
 function app.in_filter(name, api_key)
   if stored[name] and name == "body_filter" then return end -- once per request is enough
   local client = new_client(api_key)
   local _, err = client:purchase_esims{ amount = 1 }
-  stored[name] = { err = encode_err(err), transport = client.transport_kind }
+  stored[name] = { err = encode_err(err), transport = client.transport_kind, helpers = helper_errs(client) }
 end
 
 --- A timer runs the call (POST /timer, same body as /call); the handler waits for it.
@@ -288,6 +302,9 @@ local function batch_run(spec)
     out.err = encode_err(berr)
     return out
   end
+  -- what sim.encode makes of the results as they are (a JSON array; the counts in the metatable)
+  local encoded, eerr = require("telnyx.sim").encode(results)
+  out.encoded, out.encode_err = encoded, encode_err(eerr)
   out.ok, out.failed, out.results = results.ok, results.failed, {}
   for i = 1, #results do
     local r = {}

@@ -48,11 +48,19 @@ local function not_paged(who, name)
     { field = "name" })
 end
 
+-- nil, or the err of a client that cannot run helper `name` where it is (telnyx.sim.resty's in nginx's
+-- log phase, say): asked once, so that the err names the helper, not a call it would make.
+local function phase_problem(client, name)
+  local check = type(client) == "table" and client._check_phase
+  if check then return check(client, name) end
+  return nil
+end
+
 --- client:each(name, params [, opts]) -> iterator over every item of every page.
 -- Each step gives `item`, or `false, err` once when a page could not be had
 -- (bad params included), after which the loop ends.
 function flow.each(client, name, params, opts)
-  local failed = not_paged("each", name)
+  local failed = phase_problem(client, "each") or not_paged("each", name)
   if not failed and params ~= nil and type(params) ~= "table" then
     failed = fail("invalid_params", "each: params must be a table (got " .. type(params) .. ")", { field = "params" })
   end
@@ -147,6 +155,8 @@ end
 -- client with an injected sleep counts the seconds it was asked to sleep).
 -- On timeout err.kind is "timeout" and err.action the last state seen.
 function flow.wait_for_action(client, action, opts)
+  local perr = phase_problem(client, "wait_for_action")
+  if perr then return nil, perr end
   opts = opts or {}
   if type(opts) ~= "table" then
     return nil, fail("invalid_params", "wait_for_action: options must be a table", { field = "opts" })
@@ -236,7 +246,8 @@ end
 -- results[i] = { id =, activation_code = } | { id =, err = } | { id =, skipped = "physical" };
 -- results.ok and results.failed count the calls made.
 function flow.get_activation_codes(client, cards, opts)
-  local err
+  local err = phase_problem(client, "get_activation_codes")
+  if err then return nil, err end
   cards, err = cards_of(cards)
   if not cards then return nil, err end
   opts = opts or {}
@@ -282,8 +293,15 @@ function flow.get_activation_codes(client, cards, opts)
       results[i] = { id = calls[j][2], err = r.err }
     end
   end
-  results.ok, results.failed = done.ok, done.failed
-  return results
+  return flow.results(results, done.ok, done.failed)
+end
+
+--- flow.results(list, ok, failed) -> list: a batch's results (client:batch's, get_activation_codes').
+-- The counts are read through the list's metatable (results.ok, results.failed), so the list itself
+-- holds only its items and sim.encode gives a JSON array of them (a table mixing items with named
+-- fields would encode as an object with "1", "2", ... keys). The C client's batch does the same.
+function flow.results(list, ok, failed)
+  return setmetatable(list, { __name = "telnyx.sim.results", __index = { ok = ok, failed = failed } })
 end
 
 flow.methods = { "each", "wait_for_action", "get_activation_codes" }

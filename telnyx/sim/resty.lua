@@ -14,7 +14,8 @@
 --  * "cosocket", the default when `require "resty.http"` works: lua-resty-http
 --    connects (TLS verified against lua_ssl_trusted_certificate, the host name
 --    checked), sends, reads the body a piece at a time under
---    max_response_bytes, and pools the connections, one pool per client.
+--    max_response_bytes, and pools the connections: one pool per origin,
+--    shared by every client of the worker (see POOL_PREFIX).
 --    `timeout` bounds a whole attempt and `connect_timeout` its connect (name
 --    resolution included): the attempt runs on a light thread that this one
 --    waits for until the deadline (cosocket timeouts alone are per operation,
@@ -27,7 +28,10 @@
 --    (proxy_header), so with `proxy_pass_request_headers off` none of the end
 --    user's headers can; a header_filter hook (note_upstream) records whether
 --    the upstream answered or the proxy gave up, and when it gave up whether
---    anything had been sent. Not in timers (no subrequests there).
+--    anything had been sent. A subrequest in which proxy_header never ran and
+--    nothing was proxied never reached the location (nginx's own 404 when
+--    there is none): not sent, and not retried (nginx.conf lacks it). Not in
+--    timers (no subrequests there).
 --  * a function(request) -> status, headers, body | nil, { failure =, message = }.
 
 local sim = require "telnyx.sim"
@@ -78,6 +82,7 @@ end
 function resty.proxy_header(name)
   local state = ngx.ctx[CTX_KEY]
   if type(state) ~= "table" or type(state.headers) ~= "table" then return "" end
+  state.reached = true -- the subrequest is in the proxy location (see capture_transport)
   for k, v in pairs(state.headers) do
     if k:lower() == name:lower() then return v end
   end
@@ -93,6 +98,7 @@ function resty.note_upstream()
   if type(state) ~= "table" then return end
   local var = ngx.var
   state.upstream = {
+    addr = var.upstream_addr or "",
     status = var.upstream_status or "",
     header_time = var.upstream_header_time or "",
     bytes_sent = var.upstream_bytes_sent,
@@ -134,6 +140,15 @@ local function capture_transport(location)
       ctx = { [CTX_KEY] = state },    -- the subrequest's own ngx.ctx, never the caller's
     })
     local up = state.upstream
+    if not state.reached and (not up or up.addr == "") then
+      -- The proxy location's set_by_lua hooks never ran and nothing was proxied: no location there
+      -- (nginx's own 404), or one that is not the proxy location. The API key never left nginx.
+      return nil, { failure = "not_sent", permanent = true, message = string.format(
+        "the subrequest to %s%s never reached the proxy location (HTTP %d from nginx itself%s): add the "
+        .. "internal location %s/ that proxies to the API (see docs/openresty.md), or use the cosocket transport "
+        .. "(lua-resty-http)", location, request.path, res.status,
+        res.status == 404 and ": no location matches " .. location .. "/" or "", location) }
+    end
     if not up then
       return nil, { failure = "broken", message = string.format(
         "no upstream state from location %s (HTTP %d): it needs "
@@ -150,13 +165,17 @@ local function capture_transport(location)
       return res.status, res.header, res.body
     end
     -- No response header from the upstream: the proxy itself gave up.
-    local what = string.format("the proxy answered %d (upstream status %s)", res.status, up.status)
+    local upstream = up.addr ~= "" and "its upstream " .. up.addr or "its upstream"
+    local what = string.format("HTTP %d from nginx, upstream status %s", res.status,
+      up.status ~= "" and up.status or "none")
     if nothing_sent(up.bytes_sent) then
       return nil, { failure = res.status == 504 and "connect_timeout" or "not_sent",
-        message = what .. ", nothing was sent; see nginx's error log" }
+        message = string.format("the proxy location %s could not reach %s (%s): nothing was sent; "
+          .. "nginx's error log says why", location, upstream, what) }
     end
     return nil, { failure = res.status == 504 and "timeout" or "broken",
-      message = what .. " after sending; see nginx's error log" }
+      message = string.format("the proxy location %s lost %s after sending (%s); nginx's error log says why",
+        location, upstream, what) }
   end
 end
 
@@ -230,6 +249,29 @@ local function certificate_problem(message)
   return message:find("certificate", 1, true) or message:find("verif", 1, true)
 end
 
+-- A connect error that a line of nginx.conf fixes: the message naming the
+-- directive, and true (trying again cannot help); else the message as it is.
+local function directive_problem(origin, message)
+  message = tostring(message)
+  if message:find("no resolver defined", 1, true) then
+    return message .. ": nginx resolves host names for cosockets only with a `resolver` directive in the http "
+      .. "block of nginx.conf (e.g. resolver 1.1.1.1 8.8.8.8 ipv6=off; or your network's DNS server)", true
+  end
+  if not (origin.tls and certificate_problem(message)) then return message, nil end
+  local lower = message:lower()
+  if lower:find("does not match host", 1, true) then
+    return message .. ": the server's certificate is not for " .. origin.connect.ssl_server_name
+      .. " (base_url's host)", true
+  end
+  if lower:find("chain too long", 1, true) then
+    return message .. ": nginx's lua_ssl_verify_depth (1 by default: one intermediate CA) is too small for this "
+      .. "server's chain: set `lua_ssl_verify_depth 3;` in the http block of nginx.conf", true
+  end
+  return message .. ": nginx trusts only the CAs in lua_ssl_trusted_certificate (none unless set): add "
+    .. "`lua_ssl_trusted_certificate /etc/ssl/certs/ca-certificates.crt;` (your system's CA bundle) to the http "
+    .. "block of nginx.conf (and `lua_ssl_verify_depth 3;` for a chain of more than one intermediate CA)", true
+end
+
 -- A failure in client:interpret's terms.
 local function failure(state, kind, message, permanent)
   return { failure = kind, message = state.origin.where .. ": " .. message,
@@ -257,7 +299,7 @@ local function connect(state, httpc)
   local ok, err = httpc:connect(state.origin.connect)
   if ok then return true end
   if err == "timeout" then return connect_timed_out(state) end
-  return failed(state, "not_sent", tostring(err), state.origin.tls and certificate_problem(err) and true or nil)
+  return failed(state, "not_sent", directive_problem(state.origin, err))
 end
 
 -- The Content-Length of a response: a number, nil when there is none, or
@@ -355,8 +397,8 @@ end
 local function raised(state, why)
   if state.sent then return failed(state, "broken", "the cosocket transport raised: " .. tostring(why)) end
   if state.origin.tls and state.httpc then -- lua-resty-core 0.1.25's sslhandshake may raise (an assertion)
-    return failed(state, "not_sent", "connecting raised (lua-resty-core's sslhandshake does when "
-      .. "certificate verification failed): " .. tostring(why), true)
+    return failed(state, "not_sent", (directive_problem(state.origin, "connecting raised (lua-resty-core's "
+      .. "sslhandshake does when certificate verification failed): " .. tostring(why))), true)
   end
   return failed(state, "not_sent", "the cosocket transport raised: " .. tostring(why))
 end
@@ -576,6 +618,12 @@ for _, name in ipairs(sim.operations) do
   Client[name] = function(self, params, opts) return call(self, name, params, opts) end
 end
 
+--- client:_check_phase(name) -> nil | err: whether `name` (one of flow's helpers) can run in this phase,
+-- asked once at its top, so that the err names what the user called (the C client has no such hook).
+function Client:_check_phase(name)
+  return phase_error(self, name)
+end
+
 --- client:sleep(seconds): how flow's helpers wait here -- without blocking the worker.
 function Client.sleep(_, seconds)
   ngx.sleep(seconds)
@@ -759,8 +807,7 @@ local function run_batch(self, reqs, concurrency, progress)
     stop_threads(b)
     error(e, 0)
   end
-  results.ok, results.failed = ok, done - ok
-  return results
+  return flow.results(results, ok, done - ok)
 end
 
 --- client:batch(calls [, opts]) -> results | nil, err: the C client's batch
@@ -797,9 +844,12 @@ function Client:batch(calls, opts)
   return run_batch(self, reqs, rawget(opts, "concurrency") or DEFAULT_CONCURRENCY, rawget(opts, "progress"))
 end
 
---- Releases the core client. No connection is held by the client itself:
--- the cosocket transport's kept-alive ones idle in nginx's pool of this
--- client until lua_socket_keepalive_timeout closes them.
+--- Releases the core client (its API key with it); a batch in progress ends.
+-- The client holds no connection between calls: the cosocket transport gives
+-- each one back to the worker's pool of its origin as soon as its response
+-- is whole, where the next call of any client (the next request's too)
+-- takes it, until lua_socket_keepalive_timeout closes it. After close, every
+-- call returns nil, err without sending anything.
 function Client:close()
   self.closed = true -- a batch running notices it
   self.core:close()
@@ -827,7 +877,10 @@ local function user_agent(kind, http)
   return ("telnyx-sim-lua/%s (%s; %s; ngx_lua/%s)"):format(sim._VERSION, _VERSION, what,
     dotted(ngx.config.ngx_lua_version))
 end
-local next_client_id = 0 -- a client's connection pool is its own: "telnyx.sim#<id>#<scheme://host:port>"
+-- The name of the connection pool of an origin: "telnyx.sim#<scheme://host:port>", shared by every client
+-- of the worker (a client made per request reuses the connections the previous ones kept alive). Plain and
+-- TLS connections never mix (the scheme), and a TLS one is always verified for the host it names.
+local POOL_PREFIX = "telnyx.sim#"
 
 --- resty.new{ api_key =, transport = "cosocket" | "capture" | function(request), location = "/_telnyx",
 --            ...sim.new options } -> client | nil, err (never raises, like sim.new).
@@ -858,7 +911,14 @@ function resty.new(opts)
     if k ~= "location" and k ~= "transport" then core_opts[k] = v end
   end
   local core, err = sim.new(core_opts)
-  if not core then return nil, err end
+  if not core then
+    if err.field == "api_key" and opts.api_key == nil and in_openresty() and os.getenv("TELNYX_API_KEY") == nil then
+      err.message = err.message .. "; nginx clears its workers' environment: `env TELNYX_API_KEY;` "
+        .. "in the main context of nginx.conf (outside http {}) keeps it"
+      err.retryable, err.attempts = false, 0
+    end
+    return nil, err
+  end
   if not in_openresty() then
     core:close()
     return nil, new_error("config", "telnyx.sim.resty runs inside OpenResty (ngx_lua); in plain Lua use telnyx.sim")
@@ -881,9 +941,8 @@ function resty.new(opts)
           .. "lua_ssl_trusted_certificate names the CAs it trusts (see the README)", name)
       end
     end
-    next_client_id = next_client_id + 1
     transport = cosocket_transport(http, {
-      pool = "telnyx.sim#" .. next_client_id .. "#", -- + scheme://authority
+      pool = POOL_PREFIX, -- + scheme://authority: every client of this worker shares the pool of an origin
       max_bytes = opts.max_response_bytes or DEFAULT_MAX_RESPONSE_BYTES,
     })
   end
