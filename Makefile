@@ -64,7 +64,7 @@ all: $(MODULE)
 
 # The module: the binding, the no-I/O core and the libcurl transport.
 CORE_SRC = src/rules.c src/operations.c src/interpret.c src/err.c src/json.c src/strbuf.c src/random.c src/config.c
-SRC = lua_telnyx_sim.c src/batch.c src/transport.c $(CORE_SRC)
+SRC = lua_telnyx_sim.c src/call.c src/batch.c src/transport.c $(CORE_SRC)
 HDR = $(wildcard src/*.h)
 
 $(MODULE): $(SRC) $(HDR)
@@ -215,7 +215,7 @@ asan:
 # The module compiled into each target, Lua 5.4 embedded, Debian's cjson.so loaded from package.cpath.
 # The targets link the binding and the no-I/O core with a stand-in transport,
 # and no libcurl: the core calls none of it.
-FUZZ_SRC = lua_telnyx_sim.c src/batch.c $(CORE_SRC) fuzz/no_transport.c
+FUZZ_SRC = lua_telnyx_sim.c src/call.c src/batch.c $(CORE_SRC) fuzz/no_transport.c
 build/fuzz/fuzz_%: fuzz/fuzz_%.c fuzz/harness.h $(FUZZ_SRC) $(HDR)
 	@mkdir -p $(dir $@)
 	$(SAN_CC) $(SAN_FLAGS) -fsanitize=fuzzer -std=c99 -Wall -Wextra -Wno-missing-field-initializers \

@@ -1,12 +1,15 @@
 /*
  * telnyx.sim -- manage Telnyx SIM cards (API v2) from Lua.
  *
- * This file is the Lua binding: the client object, its options, the call
- * loop, and luaopen_telnyx_sim. The rest of the C is in src/:
+ * This file is the Lua binding only: the client object and its options, the
+ * methods, the two halves' Lua faces, and luaopen_telnyx_sim. The rest of
+ * the C is in src/, none of which calls back into this file:
  *   rules.h, operations.h   the data: a rule tree per param, a row per operation
  *   rules.c                 the engine: validate, build body / URL, describe, self-check
+ *   call.c                  a call: per-call options, prepare, the attempts over libcurl
+ *   batch.c                 many calls at once on one libcurl multi handle
  *   interpret.c, err.c      the response half, the retry verdict, the one err shape
- *   json.c, strbuf.c        JSON codec, growable buffer
+ *   json.c, strbuf.c        lua-cjson for bodies, growable buffer
  *   transport.c             libcurl (the only file that calls it)
  * rules.c, interpret.c and err.c do no I/O, so a transport outside C
  * (telnyx/sim/resty.lua) keeps every rule through client:request and
@@ -18,9 +21,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <errno.h>
-#include <unistd.h>
 
 #include "src/compat.h"
 #include "src/core.h"
@@ -39,8 +39,6 @@
 /* Options: rule trees, checked by the same engine as params              */
 /* ===================================================================== */
 
-static const struct rule header_value = {"value", K_STRING, MIN(1), FORMAT(F_HEADER)};
-
 static const struct rule client_options[] = {
   {"api_key", K_STRING},
   {"base_url", K_STRING},
@@ -56,15 +54,6 @@ static const struct rule client_options[] = {
   END
 };
 
-static const struct rule call_options[] = {
-  {"timeout", K_NUMBER, MIN(0.001), MAX(86400)},
-  {"max_retries", K_INTEGER, MIN(0), MAX(MAX_RETRIES_LIMIT)},
-  {"idempotency_key", K_STRING, MIN(1), MAX(255), FORMAT(F_HEADER)},
-  {"headers", K_MAP, ITEMS(&header_value)},
-  {"retry_may_duplicate", K_BOOLEAN},
-  END
-};
-
 /* Client methods no operation may be named after (the table check says so). */
 static const char *const client_method_names[] = {
   "close", "request", "interpret", "call", "sleep", "clock", "each", "wait_for_action", "batch", "get_activation_codes", NULL
@@ -73,34 +62,6 @@ static const char *const client_method_names[] = {
 /* ===================================================================== */
 /* The client                                                             */
 /* ===================================================================== */
-
-struct client *tsim_check_client(lua_State *L, int idx) {
-  return (struct client *)luaL_checkudata(L, idx, TSIM_CLIENT_MT);
-}
-
-/* A random UUIDv4. */
-static int format_uuid4(struct random_pool *pool, char out[37]) {
-  static const char hex[] = "0123456789abcdef";
-  unsigned char u[16];
-  size_t i, o = 0;
-  if (pool->left < sizeof u || pool->pid != getpid()) {
-    if (!tsim_random_bytes(pool->bytes, sizeof pool->bytes)) return 0;
-    pool->left = sizeof pool->bytes;
-    pool->pid = getpid();
-  }
-  pool->left -= sizeof u;
-  memcpy(u, pool->bytes + pool->left, sizeof u);
-  memset(pool->bytes + pool->left, 0, sizeof u); /* a used key is not kept */
-  u[6] = (unsigned char)((u[6] & 0x0F) | 0x40);
-  u[8] = (unsigned char)((u[8] & 0x3F) | 0x80);
-  for (i = 0; i < sizeof u; i++) {
-    if (i == 4 || i == 6 || i == 8 || i == 10) out[o++] = '-';
-    out[o++] = hex[u[i] >> 4];
-    out[o++] = hex[u[i] & 15];
-  }
-  out[o] = '\0';
-  return 1;
-}
 
 static char *dup_string(const char *s) {
   size_t n = strlen(s) + 1;
@@ -163,14 +124,6 @@ static const char *string_option(lua_State *L, const char *name, const char **ba
   return s;
 }
 
-static double number_option_at(lua_State *L, int idx, const char *name, double dflt) {
-  double d;
-  compat_rawgetfield(L, idx, name);
-  d = lua_isnil(L, -1) ? dflt : (double)lua_tonumber(L, -1);
-  lua_pop(L, 1);
-  return d;
-}
-
 static int boolean_option(lua_State *L, const char *name) {
   int b;
   compat_rawgetfield(L, 1, name);
@@ -213,10 +166,10 @@ static int configure(lua_State *L, struct client *c) {
   if (base_url == NULL) base_url = DEFAULT_BASE_URL;
   if ((problem = tsim_base_url_problem(base_url, insecure)) != NULL)
     return config_fail(L, "base_url", "sim.new: base_url %s", problem);
-  c->timeout = number_option_at(L, 1, "timeout", DEFAULT_TIMEOUT);
-  c->t.connect_timeout = number_option_at(L, 1, "connect_timeout", DEFAULT_CONNECT_TIMEOUT);
-  c->max_retries = (int)number_option_at(L, 1, "max_retries", DEFAULT_MAX_RETRIES);
-  c->t.max_response_bytes = (size_t)number_option_at(L, 1, "max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES);
+  c->timeout = tsim_number_option(L, 1, "timeout", DEFAULT_TIMEOUT);
+  c->t.connect_timeout = tsim_number_option(L, 1, "connect_timeout", DEFAULT_CONNECT_TIMEOUT);
+  c->max_retries = (int)tsim_number_option(L, 1, "max_retries", DEFAULT_MAX_RETRIES);
+  c->t.max_response_bytes = (size_t)tsim_number_option(L, 1, "max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES);
   c->resend_ok = boolean_option(L, "retry_may_duplicate");
   c->t.plain_http_guard = strncmp(base_url, "http://", 7) == 0 && !insecure;
   c->t.https = strncmp(base_url, "https://", 8) == 0;
@@ -266,235 +219,11 @@ static int sim_new(lua_State *L) {
 /* A call: validate and build (no I/O)                                    */
 /* ===================================================================== */
 
-/* HTTP token characters. */
-static int header_name_ok(const char *s, size_t n) {
-  size_t i;
-  if (n == 0 || strlen(s) != n) return 0;
-  for (i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)s[i];
-    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-          strchr("!#$%&'*+-.^_`|~", c) != NULL))
-      return 0;
-  }
-  return 1;
-}
-
-/* Headers the module owns: a caller's copy would be sent twice or forge auth. */
-static const char *const reserved_headers[] = {
-  "authorization", "content-type", "content-length", "accept", "user-agent", "host",
-  "idempotency-key", "expect", "transfer-encoding", "connection", NULL
-};
-
-static int header_reserved(const char *name) {
-  const char *const *r;
-  for (r = reserved_headers; *r != NULL; r++) {
-    size_t i, n = strlen(*r);
-    if (strlen(name) != n) continue;
-    for (i = 0; i < n; i++)
-      if ((name[i] >= 'A' && name[i] <= 'Z' ? name[i] + 32 : name[i]) != (*r)[i]) break;
-    if (i == n) return 1;
-  }
-  return 0;
-}
-
-/* Header names the engine cannot judge: tokens, and not the module's own. */
-static int check_header_names(lua_State *L, const struct operation *op, int idx) {
-  lua_pushnil(L);
-  while (lua_next(L, idx) != 0) {
-    size_t n;
-    const char *name = lua_tolstring(L, -2, &n);
-    lua_pop(L, 1);
-    if (!header_name_ok(name, n) || header_reserved(name)) {
-      tsim_push_joined(L, reserved_headers, "");
-      tsim_push_error(L, "invalid_params",
-                      "%s: option 'opts.headers' has a header the module cannot send: '%s' (names must be HTTP "
-                      "tokens; the module sets %s itself)", op->name, header_name_ok(name, n) ? name : "(invalid name)",
-                      lua_tostring(L, -1));
-      lua_remove(L, -2);
-      tsim_set_string(L, "field", "opts.headers");
-      lua_remove(L, -2); /* the key */
-      return 0;
-    }
-  }
-  return 1;
-}
-
-/* Replaces the table at idx by a shallow raw copy: a caller changing its
- * table later (from sleep, from a batch's progress) cannot reach the call. */
-static void copy_table(lua_State *L, int idx) {
-  lua_newtable(L);
-  lua_pushnil(L);
-  while (lua_next(L, idx) != 0) {
-    lua_pushvalue(L, -2);
-    lua_insert(L, -2);
-    lua_rawset(L, -4);
-  }
-  lua_replace(L, idx);
-}
-
-/* Reads validated opts at idx into k; for calls that must not go twice,
- * pushes the Idempotency-Key (the caller's or a fresh one), else nil. */
-static int read_call_opts(lua_State *L, struct client *c, struct call *k, int idx) {
-  const struct vctx who = {k->op->name, "opts", 1};
-  k->timeout = c->timeout;
-  k->max_retries = c->max_retries;
-  k->resend_ok = c->resend_ok;
-  k->headers_idx = 0;
-  if (!lua_isnil(L, idx)) {
-    if (!tsim_validate(L, &who, call_options, idx)) return 0;
-    k->timeout = number_option_at(L, idx, "timeout", k->timeout);
-    k->max_retries = (int)number_option_at(L, idx, "max_retries", k->max_retries);
-    compat_rawgetfield(L, idx, "retry_may_duplicate");
-    if (!lua_isnil(L, -1)) k->resend_ok = lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    compat_rawgetfield(L, idx, "headers");
-    if (!lua_isnil(L, -1)) {
-      k->headers_idx = lua_gettop(L); /* stays on the stack for the call */
-      if (!check_header_names(L, k->op, k->headers_idx)) return 0;
-      copy_table(L, k->headers_idx); /* what was checked is what every attempt sends */
-    } else {
-      lua_pop(L, 1);
-    }
-    compat_rawgetfield(L, idx, "idempotency_key");
-    if (!lua_isnil(L, -1)) return 1;
-    lua_pop(L, 1);
-  }
-  if (k->op->resend != RESEND_SAFE) {
-    char uuid[37];
-    if (!format_uuid4(&c->random, uuid)) {
-      tsim_push_error(L, "config", "%s: could not read random bytes for the Idempotency-Key", k->op->name);
-      return 0;
-    }
-    lua_pushstring(L, uuid);
-  } else {
-    lua_pushnil(L);
-  }
-  return 1;
-}
-
-/* The path id an operation takes alone (client:enable_sim_card(id)): its one
- * required param, when that is in the path; else NULL. */
-static const struct rule *id_shorthand(const struct operation *op) {
-  const struct rule *f, *only = NULL;
-  for (f = op->params; f->name != NULL; f++)
-    if (f->flags & R_REQUIRED) {
-      if (only != NULL) return NULL;
-      only = f;
-    }
-  return only != NULL && only->place == IN_PATH ? only : NULL;
-}
-
-/* Makes an id given alone at idx into { id = ... }; returns 0 with an err
- * pushed when params is neither a table nor (for such an operation) an id. */
-static int expand_id_shorthand(lua_State *L, const struct operation *op, int idx) {
-  const struct rule *id = id_shorthand(op);
-  int t = lua_type(L, idx);
-  if (id == NULL || t == LUA_TTABLE || t == LUA_TNIL || t == LUA_TNONE) return 1;
-  if (t != LUA_TSTRING) {
-    tsim_push_error(L, "invalid_params", "%s: params must be a table, or the %s alone as a string (got %s)",
-                    op->name, id->name, luaL_typename(L, idx));
-    tsim_set_string(L, "field", "params");
-    return 0;
-  }
-  lua_createtable(L, 0, 1);
-  lua_pushvalue(L, idx);
-  lua_setfield(L, -2, id->name);
-  lua_replace(L, idx);
-  return 1;
-}
-
-/* Validates the params and opts in stack slots p and p + 1, and builds the
- * request. Leaves the Idempotency-Key (or nil), the URL and the body (or nil)
- * on the stack. */
-int tsim_prepare_call_at(lua_State *L, struct client *c, struct call *k, int p) {
-  const struct vctx who = {k->op->name, NULL, 0};
-  if (c->closed) {
-    tsim_push_error(L, "config", "%s: the client is closed", k->op->name);
-    return 0;
-  }
-  if (!expand_id_shorthand(L, k->op, p)) return 0;
-  if (lua_isnil(L, p)) { lua_newtable(L); lua_replace(L, p); } /* no params: an empty table */
-  if (!tsim_validate(L, &who, k->op->params, p) || !read_call_opts(L, c, k, p + 1)) return 0;
-  k->idempotency_key = lua_tostring(L, -1);
-  tsim_build_url(L, &c->scratch, c->base_url, k->op, p);
-  lua_pushlstring(L, c->scratch.data, c->scratch.len); /* the call's own copy: a nested call */
-  k->url = lua_tostring(L, -1);                        /* from sleep cannot clobber it */
-  if (k->op->body == BODY_JSON) {
-    tsim_build_body(L, &c->scratch, k->op->params, p);
-    lua_pushlstring(L, c->scratch.data, c->scratch.len);
-  } else if (strcmp(k->op->method, "POST") == 0 || strcmp(k->op->method, "PATCH") == 0) {
-    lua_pushliteral(L, ""); /* Content-Length: 0 */
-  } else {
-    lua_pushnil(L);
-  }
-  k->body = lua_tolstring(L, -1, &k->body_len);
-  return 1;
-}
-
 static int prepare_call(lua_State *L, struct client *c, struct call *k) { return tsim_prepare_call_at(L, c, k, 2); }
 
 /* ===================================================================== */
 /* A call: send, interpret, retry (the libcurl path)                      */
 /* ===================================================================== */
-
-/* Waits between attempts: the client's sleep function (tests and schedulers
- * inject one), else nanosleep. */
-void tsim_pause_for(lua_State *L, struct client *c, double seconds) {
-  if (c->sleep_ref != LUA_NOREF) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, c->sleep_ref);
-    lua_pushnumber(L, seconds);
-    lua_call(L, 1, 0);
-  } else if (seconds > 0) {
-    struct timespec ts;
-    ts.tv_sec = (time_t)seconds;
-    ts.tv_nsec = (long)((seconds - (double)ts.tv_sec) * 1e9);
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
-  }
-}
-
-void tsim_finish_error(lua_State *L, const struct client *c, int attempts) {
-  tsim_set_int(L, "attempts", attempts);
-  tsim_redact(L, -1, c->api_key);
-}
-
-struct send_spec tsim_send_spec_of(const struct call *k) {
-  struct send_spec s;
-  s.method = k->op->method;
-  s.url = k->url;
-  s.body = k->body;
-  s.body_len = k->body_len;
-  s.timeout = k->timeout;
-  s.allow_resend = k->resend_ok || k->op->resend == RESEND_SAFE;
-  s.json = k->op->body == BODY_JSON;
-  return s;
-}
-
-/* The attempts of one prepared call; returns 1 (res) or 2 (nil, err). */
-static int run_call(lua_State *L, struct client *c, struct call *k, int array_mt) {
-  struct send_spec s = tsim_send_spec_of(k);
-  struct attempt a;
-  struct retry_verdict v;
-  int attempt;
-  if (!tsim_transport_ready(&c->t)) {
-    tsim_push_error(L, "connection", "%s: could not create a libcurl handle", k->op->name);
-    return tsim_return_error(L);
-  }
-  for (attempt = 1;; attempt++) {
-    if (!tsim_transport_call_headers(L, &c->t.single, &c->scratch, s.json, k->idempotency_key, k->headers_idx))
-      return luaL_error(L, "telnyx.sim: not enough memory");
-    tsim_transport_perform(&c->t, &s, &a);
-    if (tsim_interpret(L, array_mt, k->op, &a, k->resend_ok, attempt, &v)) return 1;
-    if (!v.retryable || attempt > k->max_retries) break;
-    lua_pop(L, 1);
-    tsim_pause_for(L, c, v.delay);
-    if (c->closed) { /* the sleep function closed the client */
-      tsim_push_error(L, "config", "%s: the client was closed while waiting to retry", k->op->name);
-      break;
-    }
-  }
-  tsim_finish_error(L, c, attempt);
-  return tsim_return_error(L);
-}
 
 /* client:sleep(seconds): the client's way of waiting, for telnyx.sim.flow. */
 static int client_sleep(lua_State *L) {
@@ -523,7 +252,7 @@ static int call_operation(lua_State *L, const struct operation *op) {
   lua_pushvalue(L, UV_ARRAY_MT);
   array_mt = lua_gettop(L);
   if (!prepare_call(L, c, &k)) return tsim_return_error(L);
-  return run_call(L, c, &k, array_mt);
+  return tsim_run_call(L, c, &k, array_mt);
 }
 
 /* client:<operation>(params [, opts]): the generated methods. */

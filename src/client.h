@@ -1,6 +1,7 @@
 /*
- * client.h -- the client object and a prepared call, shared by the binding
- * (lua_telnyx_sim.c) and the batch loop (batch.c).
+ * client.h -- the client object and a prepared call: the binding
+ * (lua_telnyx_sim.c) makes clients; the call unit (call.c) prepares and runs
+ * calls for single calls and batches (batch.c).
  */
 #ifndef TSIM_CLIENT_H
 #define TSIM_CLIENT_H
@@ -47,6 +48,7 @@ struct call {
   size_t body_len;
 };
 
+/* --- call.c: the call unit --- */
 struct client *tsim_check_client(lua_State *L, int idx);
 /* Validates params and opts in stack slots p, p + 1 and builds the call,
  * leaving the Idempotency-Key (or nil), the URL and the body (or nil) pushed. */
@@ -54,6 +56,10 @@ int tsim_prepare_call_at(lua_State *L, struct client *c, struct call *k, int p);
 struct send_spec tsim_send_spec_of(const struct call *k);
 void tsim_pause_for(lua_State *L, struct client *c, double seconds);
 void tsim_finish_error(lua_State *L, const struct client *c, int attempts); /* attempts, redaction */
-int tsim_client_batch(lua_State *L);     /* client:batch (batch.c) */
+/* The attempts of one prepared call over libcurl: 1 (res pushed) or 2 (nil, err). */
+int tsim_run_call(lua_State *L, struct client *c, struct call *k, int array_mt);
+
+/* --- batch.c --- */
+int tsim_client_batch(lua_State *L); /* client:batch */
 
 #endif

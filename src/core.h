@@ -48,6 +48,8 @@ struct vctx {
   int options;       /* say "option" and "known options" */
 };
 int tsim_validate(lua_State *L, const struct vctx *v, const struct rule *fields, int idx);
+/* A validated option's number (raw read), or dflt when absent. */
+double tsim_number_option(lua_State *L, int idx, const char *name, double dflt);
 void tsim_build_body(lua_State *L, struct strbuf *b, const struct rule *fields, int idx);
 void tsim_build_url(lua_State *L, struct strbuf *b, const char *base_url,
                     const struct operation *op, int idx);

@@ -884,3 +884,11 @@ const char *tsim_check_table(const char *const *reserved) {
   }
   return NULL;
 }
+
+double tsim_number_option(lua_State *L, int idx, const char *name, double dflt) {
+  double d;
+  compat_rawgetfield(L, idx, name);
+  d = lua_isnil(L, -1) ? dflt : (double)lua_tonumber(L, -1);
+  lua_pop(L, 1);
+  return d;
+}
