@@ -3,7 +3,7 @@
 -- makes N client:purchase_esims{amount = 10} calls one after another through that transport's
 -- client and answers one JSON line, { transport, calls, wall_s, cpu_s, hwm_kb, rss_kb } (the
 -- worker's memory only with mem=1, else 0; on a failure: a status >= 400 and the reason as text).
--- Each transport has one client per worker, made at its first request and kept (as the README
+-- Each transport has one client per worker, made at its first request and kept (as docs/openresty.md
 -- advises: its kept-alive connections then serve every request), max_retries = 0 as in
 -- bench/client.lua. wall_s is CLOCK_MONOTONIC around the loop; cpu_s is os.clock() around it, the
 -- worker process's user+sys time (CLOCK_PROCESS_CPUTIME_ID), which for the capture transport

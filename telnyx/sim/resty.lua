@@ -23,7 +23,7 @@
 --    from then on it is "broken" or "timeout" (see cosocket_transport).
 --  * "capture", the default without lua-resty-http (or with `location`): an
 --    ngx.location.capture subrequest to an internal proxy location (see the
---    README's "Using it in OpenResty"): the module's headers travel in the
+--    docs/openresty.md): the module's headers travel in the
 --    subrequest's ngx.ctx and reach the proxy through set_by_lua variables
 --    (proxy_header), so with `proxy_pass_request_headers off` none of the end
 --    user's headers can; a header_filter hook (note_upstream) records whether
@@ -152,7 +152,7 @@ local function capture_transport(location)
     if not up then
       return nil, { failure = "broken", message = string.format(
         "no upstream state from location %s (HTTP %d): it needs "
-        .. "header_filter_by_lua_block { require(\"telnyx.sim.resty\").note_upstream() } (see the README)",
+        .. "header_filter_by_lua_block { require(\"telnyx.sim.resty\").note_upstream() } (see docs/openresty.md)",
         location, res.status) }
     end
     local times = list(up.header_time)
@@ -489,7 +489,7 @@ local function cosocket_transport(http, opts)
 end
 
 --- Whether the cosocket transport can be used here: true, or nil and why not
--- (lua-resty-http cannot be required: install it, see the README).
+-- (lua-resty-http cannot be required: install it, see docs/openresty.md).
 function resty.cosocket_available()
   local http, why = resty_http()
   if http then return true end
@@ -545,7 +545,7 @@ local function phase_error(self, what)
     local _, missing = resty_http()
     return new_error("config", what .. ": ngx.location.capture is not available in the '" .. phase
       .. "' phase; use the cosocket transport (transport = \"cosocket\", the default when lua-resty-http "
-      .. "is installed" .. (missing and "; here it is not: " .. missing or "") .. ", see the README) "
+      .. "is installed" .. (missing and "; here it is not: " .. missing or "") .. ", see docs/openresty.md) "
       .. "or pass a `transport` function to call from there")
   end
 end
@@ -938,7 +938,7 @@ function resty.new(opts)
       if opts[name] ~= nil then
         core:close()
         return nil, new_error("config", "'" .. name .. "' is not used by the cosocket transport: nginx's "
-          .. "lua_ssl_trusted_certificate names the CAs it trusts (see the README)", name)
+          .. "lua_ssl_trusted_certificate names the CAs it trusts (see docs/openresty.md)", name)
       end
     end
     transport = cosocket_transport(http, {
