@@ -35,7 +35,22 @@
 --  * a function(request) -> status, headers, body | nil, { failure =, message = }.
 
 local sim = require "telnyx.sim"
-local find, sub, byte = string.find, string.sub, string.byte
+local find, sub = string.find, string.sub
+
+-- TODO(issue 17): a shim until the C module exports sim.defaults and sim.failures (main's
+-- lua_telnyx_sim.c); delete it once `git merge main` brings them.
+if sim.defaults == nil and sim.failures == nil then
+  sim.defaults = { concurrency = 16, max_response_bytes = 16 * 1024 * 1024, timeout = 60 }
+  sim.failures = { not_sent = true, connect_timeout = true, timeout = true, broken = true, too_large = true }
+  sim._shimmed = true
+end
+
+-- What this client needs of the C client's constants, read from it (never copied here).
+local DEFAULTS = assert(type(sim.defaults) == "table" and sim.defaults, "telnyx.sim exports no sim.defaults")
+local FAILURES = assert(type(sim.failures) == "table" and sim.failures, "telnyx.sim exports no sim.failures")
+for _, name in ipairs{ "concurrency", "max_response_bytes", "timeout" } do
+  assert(type(DEFAULTS[name]) == "number", "telnyx.sim: sim.defaults." .. name .. " is not a number")
+end
 
 local resty = {
   _VERSION = sim._VERSION,
@@ -55,8 +70,6 @@ local CARRIED = {
   ["authorization"] = true, ["content-type"] = true, ["accept"] = true,
   ["user-agent"] = true, ["idempotency-key"] = true,
 }
-
-local FAILURES = { not_sent = true, connect_timeout = true, timeout = true, broken = true, too_large = true }
 
 local function new_error(kind, message, field)
   return sim.error(kind, message, { field = field, retryable = false, attempts = 0 })
@@ -183,7 +196,6 @@ end
 -- The cosocket transport (lua-resty-http)
 ---------------------------------------------------------------------------
 
-local DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024 -- the C client's
 local PIECE = 64 * 1024 -- bytes asked of the body reader at a time: the size limit stops the read early
 
 local http_lib, http_missing -- resty.http once loaded, or why it could not be
@@ -202,6 +214,8 @@ local function resty_http()
   end
   return http_lib, http_missing
 end
+
+local wait_pauses -- (defined with the pause, below)
 
 local function now()
   ngx.update_time()
@@ -479,7 +493,7 @@ local function cosocket_transport(http, opts)
     local path = url:sub(#prefix + 1)
     request.headers.Host = origin.host_header -- base_url's, also when "localhost" connects to 127.0.0.1
     local start = now()
-    local deadline = start + (tonumber(request.timeout) or 60)
+    local deadline = start + (tonumber(request.timeout) or DEFAULTS.timeout)
     return bounded_attempt{
       origin = origin, http = http, request = request, path = path ~= "" and path or "/",
       max_bytes = opts.max_bytes, deadline = deadline,
@@ -494,6 +508,70 @@ function resty.cosocket_available()
   local http, why = resty_http()
   if http then return true end
   return nil, why
+end
+
+---------------------------------------------------------------------------
+-- The server's pause (err.pause): per batch, and across the workers with shared_dict
+---------------------------------------------------------------------------
+
+-- The key of an origin's pause in a shared dict: this prefix and scheme://host[:port] (as new_origin
+-- writes it: the default port left out), so clients with the same base_url origin share it. Its value
+-- is the end of the pause on ngx.now()'s clock; the dict's own exptime drops it after.
+local PAUSE_PREFIX = "telnyx.sim.pause#"
+
+local function pause_key(url)
+  local prefix = url:match("^(%a+://[^/?#]+)")
+  local origin = prefix and new_origin(prefix:lower(), "")
+  return PAUSE_PREFIX .. (origin and origin.where or tostring(prefix))
+end
+
+-- Makes the pause at `key` of `dict` last until at least `until_t`: it only ever extends. Every writer
+-- holds a lock key for its get, compare and set (dict:add is atomic across the workers; nothing in
+-- between yields, and the lock's exptime frees it should its worker die holding it). true, or nil, why.
+local function extend_shared_pause(dict, key, until_t)
+  local lock = key .. "#lock"
+  for _ = 1, 200 do
+    local locked, err = dict:add(lock, true, 0.1)
+    if locked then
+      local current, ok = dict:get(key), true
+      if type(current) ~= "number" or current < until_t then
+        ok, err = dict:set(key, until_t, until_t - now() + 1)
+      end
+      dict:delete(lock)
+      return ok, err
+    end
+    if err ~= "exists" then return nil, err end
+    ngx.sleep(0.001) -- another worker holds it, for microseconds
+  end
+  return nil, "its lock stayed taken"
+end
+
+-- The server asked every client to wait `seconds` (err.pause): the origin's shared pause, when the client has one.
+local function share_pause(self, key, seconds)
+  if not key then return end
+  local ok, err = extend_shared_pause(self.pause_dict, key, now() + seconds)
+  if not ok then -- the pause still holds for this call (and its batch); other workers do not see it
+    ngx.log(ngx.WARN, "telnyx.sim.resty: lua_shared_dict ", self.shared_dict, ": could not store the pause of ",
+      key:sub(#PAUSE_PREFIX + 1), ": ", tostring(err))
+  end
+end
+
+-- Before an attempt: waits (ngx.sleep) until the batch's pause (b, or nil for a single call) and the
+-- origin's shared pause (key, or nil without shared_dict) are over; either may grow meanwhile. true,
+-- or false when the batch stopped.
+function wait_pauses(self, key, b)
+  while not (b and b.stopped) do
+    local until_t = b and b.pause_until or 0
+    if key then
+      local shared = self.pause_dict:get(key)
+      if type(shared) == "number" and shared > until_t then until_t = shared end
+    end
+    if until_t <= ngx.now() then return true end
+    local wait = until_t - now() -- ngx.now() is the event loop's cached time: be exact before sleeping
+    if wait <= 0 then return true end
+    ngx.sleep(wait + 0.001) -- nginx's timers count whole milliseconds: never ngx.sleep(0) in a loop
+  end
+  return false
 end
 
 ---------------------------------------------------------------------------
@@ -567,23 +645,44 @@ local function prepare(self, op, params, opts)
   return req
 end
 
+-- TODO(issue 17): err.pause comes from C's interpret (main's src/interpret.c); until `git merge main`
+-- brings it, the shim takes C's own wait (retry_in) when C's batch would pause: a 429, or a response
+-- with a Retry-After / retry-after-ms header. No header value is read here.
+local function shim_pause(reply, err, retry_in)
+  local wait = retry_in or err.retry_after
+  if not wait or reply.failure then return nil end
+  if reply.status == 429 then return wait end
+  for name in pairs(reply.headers or {}) do
+    local lower = type(name) == "string" and name:lower()
+    if lower == "retry-after" or lower == "retry-after-ms" then return wait end
+  end
+  return nil
+end
+
 -- The attempts of one prepared request, for a single call and for each call
 -- of a batch: send it, hand the reply to client:interpret, and while that
--- says to retry, wait with ngx.sleep and send it again. `pace` (a batch's,
--- see below) is asked before each attempt starts and told of each retry.
+-- says to retry, wait with ngx.sleep and send it again. Before each attempt,
+-- the pauses the server asked for (err.pause) are waited out: the origin's
+-- shared one (shared_dict), and `pace`'s (a batch's, see below), which is
+-- also told of each retry.
 local function attempts(self, req, pace)
+  local key = self.pause_dict and pause_key(req.url)
   local attempt = 1
   while true do
     if pace then
-      local stop = pace:start(attempt)
+      local stop = pace:start(attempt, self, key)
       if stop then return nil, stop end
+    elseif key then
+      wait_pauses(self, key)
     end
     local reply = send(self, req)
     local res, err, retry_in = self.core:interpret(req, reply, attempt)
     if res then return res end
+    if sim._shimmed and err.pause == nil then err.pause = shim_pause(reply, err, retry_in) end -- TODO(issue 17)
+    if err.pause then share_pause(self, key, err.pause) end
     if not retry_in then return nil, err end
     if pace then
-      local stop = pace:retry(reply, retry_in)
+      local stop = pace:retry(err)
       if stop then return nil, stop end
     end
     ngx.sleep(retry_in)
@@ -650,81 +749,32 @@ for _, name in ipairs(flow.methods) do Client[name] = flow[name] end
 -- Batch: many calls at once, on light threads
 ---------------------------------------------------------------------------
 
-local DEFAULT_CONCURRENCY = 16 -- the C client's
 local rawlen = rawlen or function(t) return #t end -- LuaJIT without 5.2 compat: # is raw there
 
-local STOPPED = sim.error("config", "batch: stopped") -- what a call ends with once its batch stops (never returned)
-
-local SPACE, TAB = 32, 9
-
--- s without the spaces and tabs around it, in linear time (a pattern such as
--- "^[ \t]*(.-)[ \t]*$" takes quadratic time on a value of many spaces).
-local function trim(s)
-  local i, j = 1, #s
-  while i <= j and (byte(s, i) == SPACE or byte(s, i) == TAB) do i = i + 1 end
-  while j >= i and (byte(s, j) == SPACE or byte(s, j) == TAB) do j = j - 1 end
-  return (i == 1 and j == #s) and s or sub(s, i, j)
-end
-
--- A header's seconds as the C module reads them: digits with one optional dot, at most 24 bytes.
-local function header_seconds(value)
-  if #value == 0 or #value > 24 or not value:match("^%d*%.?%d*$") then return nil end
-  return tonumber(value) or 0 -- "." counts as 0 there too
-end
-
--- Seconds a response's retry-after-ms, else Retry-After (seconds or an HTTP date), asks for; 0 when none.
-local function retry_after_of(headers)
-  local ms, after
-  for name, value in pairs(headers) do
-    if type(value) == "table" then value = value[1] end
-    if type(name) == "string" and type(value) == "string" and (#name == 14 or #name == 11) then
-      name, value = name:lower(), trim(value) -- linear: a server's value may be 100 KiB of spaces
-      if name == "retry-after-ms" then
-        local v = header_seconds(value)
-        if v then ms = v / 1000 end
-      elseif name == "retry-after" then
-        after = header_seconds(value)
-        if not after then
-          local t = ngx.parse_http_time(value)
-          after = t and t - ngx.time() or nil
-        end
-      end
-    end
-  end
-  return ms or after or 0
-end
+-- What a call's attempts end with once its batch stopped: never returned (the coordinating thread gives
+-- the calls not finished their own err), so a marker, not an err.
+local STOPPED = {}
 
 -- What paces the attempts of call `index` of a batch (see attempts()).
 local Pace = {}
 Pace.__index = Pace
 
--- Before each attempt: waits out the batch's pause; STOPPED once the batch stopped.
-function Pace:start(attempt)
+-- Before each attempt: waits out the batch's pause and the origin's shared one; STOPPED once the batch stopped.
+function Pace:start(attempt, client, key)
   local b = self.batch
-  while not b.stopped do
-    local wait = b.pause_until - ngx.now()
-    if wait > 0 then
-      ngx.update_time() -- ngx.now() is the event loop's cached time: be exact before sleeping
-      wait = b.pause_until - ngx.now()
-    end
-    if wait <= 0 then
-      b.attempts[self.index] = attempt
-      return nil
-    end
-    ngx.sleep(wait + 0.001) -- nginx's timers count whole milliseconds: never ngx.sleep(0) in a loop
-  end
-  return STOPPED
+  if not wait_pauses(client, key, b) then return STOPPED end
+  b.attempts[self.index] = attempt
+  return nil
 end
 
--- A failed attempt that will be retried in retry_in s: a 429 or a Retry-After
--- pauses the start of every new attempt of the batch for that long, instead
+-- A failed attempt that will be retried in retry_in s: when the server asked every client to wait
+-- (err.pause: a 429, or a Retry-After), no new attempt of the batch starts before that ends, instead
 -- of each call hammering the limit on its own (the C client's rule).
-function Pace:retry(reply, retry_in)
+function Pace:retry(err)
   local b = self.batch
   if b.stopped then return STOPPED end
-  if (not reply.failure and reply.status == 429) or (reply.headers and retry_after_of(reply.headers) > 0) then
-    ngx.update_time()
-    local t = ngx.now() + retry_in
+  if err.pause then
+    local t = now() + err.pause
     if t > b.pause_until then b.pause_until = t end
   end
 end
@@ -841,7 +891,7 @@ function Client:batch(calls, opts)
     reqs[i] = req
   end
   opts = opts or {}
-  return run_batch(self, reqs, rawget(opts, "concurrency") or DEFAULT_CONCURRENCY, rawget(opts, "progress"))
+  return run_batch(self, reqs, rawget(opts, "concurrency") or DEFAULTS.concurrency, rawget(opts, "progress"))
 end
 
 --- Releases the core client (its API key with it); a batch in progress ends.
@@ -883,11 +933,14 @@ end
 local POOL_PREFIX = "telnyx.sim#"
 
 --- resty.new{ api_key =, transport = "cosocket" | "capture" | function(request), location = "/_telnyx",
---            ...sim.new options } -> client | nil, err (never raises, like sim.new).
+--            shared_dict = "NAME", ...sim.new options } -> client | nil, err (never raises, like sim.new).
 -- transport: "cosocket" (lua-resty-http; the default: refused, naming the library, without it),
 -- "capture" (an ngx.location.capture subrequest to `location`; the default when `location`
 -- is given), or a function(request) -> status, headers, body | nil, err.
 -- client.transport_kind says which: "cosocket", "capture" or "custom".
+-- shared_dict: a lua_shared_dict where a pause the server asks for (err.pause: a 429, a Retry-After)
+-- is kept per origin, so that every worker's calls and batches of clients with that dict and that
+-- base_url origin wait it out before their next attempt; without it, only the batch that saw it waits.
 function resty.new(opts)
   if opts ~= nil and type(opts) ~= "table" then
     return nil, new_error("invalid_params", "resty.new: options must be a table (got " .. type(opts) .. ")", "options")
@@ -906,9 +959,21 @@ function resty.new(opts)
       .. "location), not with " .. (type(transport) == "function" and "a transport function"
       or "transport = \"" .. transport .. "\""), "location")
   end
+  local shared_dict, pause_dict = opts.shared_dict, nil
+  if shared_dict ~= nil then
+    if type(shared_dict) ~= "string" or shared_dict == "" then
+      return nil, new_error("invalid_params", "resty.new: 'shared_dict' must be the name of a lua_shared_dict "
+        .. "(got " .. (shared_dict == "" and "an empty string" or type(shared_dict)) .. ")", "shared_dict")
+    end
+    pause_dict = in_openresty() and type(ngx.shared) == "table" and ngx.shared[shared_dict] or nil
+    if in_openresty() and not pause_dict then
+      return nil, new_error("config", "resty.new: 'shared_dict': nginx.conf has no `lua_shared_dict "
+        .. shared_dict .. " 1m;` (in its http block; see docs/openresty.md)", "shared_dict")
+    end
+  end
   local core_opts = {}
   for k, v in pairs(opts) do
-    if k ~= "location" and k ~= "transport" then core_opts[k] = v end
+    if k ~= "location" and k ~= "transport" and k ~= "shared_dict" then core_opts[k] = v end
   end
   local core, err = sim.new(core_opts)
   if not core then
@@ -943,12 +1008,13 @@ function resty.new(opts)
     end
     transport = cosocket_transport(http, {
       pool = POOL_PREFIX, -- + scheme://authority: every client of this worker shares the pool of an origin
-      max_bytes = opts.max_response_bytes or DEFAULT_MAX_RESPONSE_BYTES,
+      max_bytes = opts.max_response_bytes or DEFAULTS.max_response_bytes,
     })
   end
   location = (location or DEFAULT_LOCATION):gsub("/+$", "")
   return setmetatable({
     core = core, location = location, capture = kind == "capture", transport_kind = kind,
+    shared_dict = shared_dict, pause_dict = pause_dict, -- the origin's pause, shared by every worker
     user_agent = user_agent(kind, http),
     transport = kind == "capture" and capture_transport(location) or transport,
   }, Client)
