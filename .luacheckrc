@@ -27,6 +27,9 @@ files["examples/openresty/"] = {
 files["spec/support/openresty_app.lua"] = {
   std = "max+ngx_lua",
 }
+files["spec/support/openresty_pause_app.lua"] = {
+  std = "max+ngx_lua",
+}
 
 -- The LuaLS definition file tools/generate.lua writes: empty stubs of every function, on a
 -- class table nothing reads, with long literal unions.
