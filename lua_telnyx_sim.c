@@ -28,11 +28,6 @@
 #include "src/transport.h"
 #include "src/client.h"
 
-#define DEFAULT_BASE_URL "https://api.telnyx.com/v2"
-#define DEFAULT_TIMEOUT 60.0
-#define DEFAULT_CONNECT_TIMEOUT 10.0
-#define DEFAULT_MAX_RETRIES 2
-#define DEFAULT_MAX_RESPONSE_BYTES (16u * 1024u * 1024u)
 
 
 /* ===================================================================== */
@@ -367,8 +362,6 @@ static void meta_from_table(lua_State *L, int idx, struct response_meta *m) {
   }
 }
 
-static const char *const failure_names[] = {"not_sent", "connect_timeout", "timeout", "broken", "too_large", NULL};
-
 /* A number field of a caller's table, without a UB cast of NaN or 1e300:
  * absent gives dflt, below lo (or NaN) lo, above hi `over`. */
 static long clamped_field(lua_State *L, int t, const char *key, long lo, long hi, long over, long dflt) {
@@ -393,12 +386,9 @@ static void attempt_from_reply(lua_State *L, const struct client *c, struct atte
   a->status = clamped_field(L, 3, "status", 0, 999999999, 0, 0);
   lua_getfield(L, 3, "failure");
   if (!lua_isnil(L, -1)) {
-    static const enum outcome outcomes[] = {OUT_NOT_SENT, OUT_NOT_SENT, OUT_TIMEOUT, OUT_BROKEN, OUT_TOO_LARGE};
-    int f = luaL_checkoption(L, -1, NULL, failure_names);
-    a->outcome = outcomes[f];
-    a->timed_out = f == 1;
+    a->outcome = tsim_failure_outcomes[luaL_checkoption(L, -1, NULL, tsim_failure_names)];
     lua_getfield(L, 3, "permanent"); /* not sent, and trying again cannot help (TLS trust) */
-    a->permanent = a->outcome == OUT_NOT_SENT && lua_toboolean(L, -1);
+    a->permanent = (a->outcome == OUT_NOT_SENT || a->outcome == OUT_CONNECT_TIMEOUT) && lua_toboolean(L, -1);
     lua_pop(L, 1);
   } else {
     luaL_argcheck(L, a->status >= 100 && a->status <= 999, 3, "reply needs a status (100-999) or a failure");
@@ -568,6 +558,25 @@ static void make_client_metatable(lua_State *L, int array_mt) {
   lua_pop(L, 1);
 }
 
+/* sim.defaults and sim.failures, into the module table on top: what a
+ * transport outside C (telnyx.sim.resty) reads instead of keeping copies. */
+static void export_constants(lua_State *L) {
+  int i;
+  lua_createtable(L, 0, 6);
+  tsim_set_string(L, "base_url", DEFAULT_BASE_URL);
+  lua_pushnumber(L, DEFAULT_TIMEOUT);
+  lua_setfield(L, -2, "timeout");
+  lua_pushnumber(L, DEFAULT_CONNECT_TIMEOUT);
+  lua_setfield(L, -2, "connect_timeout");
+  tsim_set_int(L, "max_retries", DEFAULT_MAX_RETRIES);
+  tsim_set_int(L, "max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES);
+  tsim_set_int(L, "concurrency", DEFAULT_CONCURRENCY);
+  lua_setfield(L, -2, "defaults");
+  lua_newtable(L); /* the reply.failure names client:interpret takes */
+  for (i = 0; tsim_failure_names[i] != NULL; i++) tsim_set_bool(L, tsim_failure_names[i], 1);
+  lua_setfield(L, -2, "failures");
+}
+
 int luaopen_telnyx_sim(lua_State *L);
 
 int luaopen_telnyx_sim(lua_State *L) {
@@ -605,5 +614,6 @@ int luaopen_telnyx_sim(lua_State *L) {
     lua_rawseti(L, -2, (int)i + 1);
   }
   lua_setfield(L, -2, "operations");
+  export_constants(L);
   return 1;
 }

@@ -215,3 +215,71 @@ describe("the module", function()
     end)
   end
 end)
+
+describe("the verdict of client:interpret", function()
+  local client
+  before_each(function() client = assert(sim.new{ api_key = KEY, base_url = BASE, max_retries = 3 }) end)
+
+  -- reply -> err.kind, err.sent, err.retryable, whether err.pause is set (purchase: spends money; list: safe)
+  local cases = {
+    { "purchase_esims", { failure = "not_sent", message = "refused" }, "connection", "no", true, false },
+    { "purchase_esims", { failure = "connect_timeout" }, "timeout", "no", true, false },
+    { "purchase_esims", { failure = "not_sent", permanent = true }, "connection", "no", false, false },
+    { "purchase_esims", { failure = "timeout" }, "timeout", "maybe", false, false },
+    { "purchase_esims", { failure = "broken" }, "connection", "maybe", false, false },
+    { "list_sim_cards", { failure = "broken" }, "connection", "maybe", true, false },
+    { "purchase_esims", { failure = "too_large", status = 202 }, "decode", "yes", false, false },
+    { "purchase_esims", { status = 429 }, "http", "yes", true, true },
+    { "purchase_esims", { status = 422 }, "http", "yes", false, false },
+    { "purchase_esims", { status = 503, headers = { ["Retry-After"] = "2" } }, "http", "yes", false, false },
+    { "list_sim_cards", { status = 503, headers = { ["Retry-After"] = "2" } }, "http", "yes", true, true },
+    { "list_sim_cards", { status = 500 }, "http", "yes", true, false },
+  }
+  for _, case in ipairs(cases) do
+    local op, reply, kind, sent, retryable, paused = (table.unpack or unpack)(case) -- luacheck: ignore 143
+    it(("%s, %s: %s, sent %s"):format(op, reply.failure or reply.status, kind, sent), function()
+      local req = assert(client:request(op, op == "purchase_esims" and { amount = 1 } or {}))
+      local res, err, retry_in = client:interpret(req, reply, 1)
+      assert.is_nil(res)
+      assert.same({ kind, sent, retryable }, { err.kind, err.sent, err.retryable })
+      assert.equal(retryable and err.retry_after or nil, retry_in)
+      if paused then
+        assert.equal(err.retry_after, err.pause) -- the server asked: the wait is its word, for every call
+      else
+        assert.is_nil(err.pause)
+      end
+    end)
+  end
+
+  it("takes a Retry-After of 2 s as the pause and the wait", function()
+    local req = assert(client:request("list_sim_cards", {}))
+    local _, err, retry_in = client:interpret(req, { status = 429, headers = { ["retry-after"] = "2" } }, 1)
+    assert.same({ 2, 2, 2 }, { err.pause, err.retry_after, retry_in })
+  end)
+end)
+
+describe("what C exports for transports outside it", function()
+  it("sim.defaults: the client's and batch's defaults, as a client reports them", function()
+    local c = assert(sim.new{ api_key = KEY, base_url = BASE })
+    local req = assert(c:request("list_sim_cards", {}))
+    assert.same({ req.timeout, req.connect_timeout, req.max_retries },
+      { sim.defaults.timeout, sim.defaults.connect_timeout, sim.defaults.max_retries })
+    assert.equal(16, sim.defaults.concurrency)
+    assert.equal(16 * 1024 * 1024, sim.defaults.max_response_bytes)
+    assert.equal("https://api.telnyx.com/v2", sim.defaults.base_url)
+  end)
+
+  it("sim.failures: exactly the reply.failure names client:interpret takes", function()
+    local names = {}
+    for name in pairs(sim.failures) do names[#names + 1] = name end
+    table.sort(names)
+    assert.same({ "broken", "connect_timeout", "not_sent", "timeout", "too_large" }, names)
+    local c = assert(sim.new{ api_key = KEY, base_url = BASE })
+    local req = assert(c:request("list_sim_cards", {}))
+    for _, name in ipairs(names) do
+      local _, err = c:interpret(req, { failure = name, status = 200 }, 1)
+      assert.is_table(err, name)
+    end
+    assert.has_error(function() c:interpret(req, { failure = "lost" }, 1) end)
+  end)
+end)

@@ -23,7 +23,6 @@
 #include "compat.h"
 #include "client.h"
 
-#define DEFAULT_CONCURRENCY 16
 
 /* The keep table holds each call's strings, four slots a call: its headers
  * table, Idempotency-Key, URL and body (KEEP(i, 1..4)). */
@@ -230,8 +229,7 @@ static void settle(lua_State *L, struct client *c, struct batch *b, struct excha
     b->st[i - 1].not_before = t + v.delay;
     b->retries[b->retries_len++] = i;
     /* the server asked everyone to slow down: no new attempt starts before then */
-    if ((a->outcome == OUT_RESPONSE && a->status == 429) || a->meta.retry_after > 0)
-      if (t + v.delay > b->pause_until) b->pause_until = t + v.delay;
+    if (v.pause > 0 && t + v.pause > b->pause_until) b->pause_until = t + v.pause;
     return;
   }
   tsim_finish_error(L, c, attempt);

@@ -12,6 +12,14 @@
 #include "transport.h"
 
 #define TSIM_CLIENT_MT "telnyx.sim.client"
+
+/* Defaults, exported as sim.defaults (telnyx.sim.resty reads them there). */
+#define DEFAULT_BASE_URL "https://api.telnyx.com/v2"
+#define DEFAULT_TIMEOUT 60.0
+#define DEFAULT_CONNECT_TIMEOUT 10.0
+#define DEFAULT_MAX_RETRIES 2
+#define DEFAULT_MAX_RESPONSE_BYTES (16u * 1024u * 1024u)
+#define DEFAULT_CONCURRENCY 16 /* client:batch */
 #define UV_ARRAY_MT lua_upvalueindex(1) /* every module function's first upvalue: the array marker */
 
 /* A client draws its Idempotency-Keys from a pool: one system call per

@@ -59,17 +59,25 @@ int tsim_is_nullable_null(lua_State *L, int idx);
 
 /* --- interpret.c: the response half --- */
 
-/* How an attempt ended, as far as the transport can tell. */
+/* How an attempt ended, as far as the transport can tell; what each means
+ * for the rules is a row of interpret.c's outcome table. */
 enum outcome {
   OUT_RESPONSE,  /* a whole HTTP response arrived */
   OUT_NOT_SENT,  /* failed before the request was handed to a connection */
+  OUT_CONNECT_TIMEOUT, /* the same, because connecting timed out */
   OUT_TIMEOUT,   /* timed out after the request may have reached the server */
   OUT_BROKEN,    /* connection failed after the request may have reached the server */
   OUT_TOO_LARGE, /* the body passed max_response_bytes */
   OUT_NO_MEMORY,
   OUT_REFUSED,   /* sent, but the server said it did not process it (HTTP/2 REFUSED_STREAM, GOAWAY) */
-  OUT_HEADERS_TOO_LARGE /* a response came, with headers over libcurl's limit (read as nothing more) */
+  OUT_HEADERS_TOO_LARGE, /* a response came, with headers over libcurl's limit (read as nothing more) */
+  OUT_COUNT_
 };
+
+/* The reply.failure names a transport outside C may give (client:interpret),
+ * NULL-terminated; tsim_failure_outcomes[i] is what name i means. */
+extern const char *const tsim_failure_names[];
+extern const enum outcome tsim_failure_outcomes[];
 
 /* The few response headers the rules read. */
 struct response_meta {
@@ -85,8 +93,7 @@ struct response_meta {
 /* One attempt as the rules see it, whichever transport produced it. */
 struct attempt {
   enum outcome outcome;
-  int timed_out;  /* OUT_NOT_SENT: it was the connect that timed out */
-  int permanent;  /* OUT_NOT_SENT: trying again cannot help (TLS trust, bad URL) */
+  int permanent;  /* not sent, and trying again cannot help (TLS trust, bad URL) */
   long status;
   const char *body;
   size_t body_len;
@@ -94,16 +101,19 @@ struct attempt {
   struct response_meta meta;
 };
 
+/* What follows an attempt. */
 struct retry_verdict {
   int retryable; /* re-sending as-is cannot duplicate anything (or the caller accepted that) */
   double delay;  /* seconds to wait first */
+  double pause;  /* > 0: the server asked every call to wait that long (a 429, Retry-After) */
+  const char *sent; /* "no", "maybe" (it may have arrived) or "yes" (the server answered) */
 };
 
 /* Whether name[0..n) is `lower` (a lower-case literal) in any case. */
 int tsim_name_is(const char *name, size_t n, const char *lower);
 void tsim_meta_reset(struct response_meta *m);
 void tsim_meta_note(struct response_meta *m, const char *name, size_t nlen, const char *v, size_t vlen);
-/* Pushes res and returns 1, or pushes err (retryable, retry_after) and returns 0. */
+/* Pushes res and returns 1, or pushes err (retryable, retry_after, sent, pause) and returns 0. */
 int tsim_interpret(lua_State *L, int array_mt, const struct operation *op, const struct attempt *a,
                    int resend_ok, int attempt, struct retry_verdict *verdict);
 

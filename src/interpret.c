@@ -134,31 +134,64 @@ static double retry_delay(const struct response_meta *m, int attempt) {
   return base * (1.0 - 0.25 * (r / 255.0));
 }
 
-/* Decides whether the failed attempt may be re-sent as-is. */
+/* What each outcome means for the rules (enum outcome order). `arrived`:
+ * whether the request may have reached the server (-1: the status says);
+ * `sent`: the err's word for it; `status`: the err names the HTTP status
+ * (a response began); `text`: the err's message, {op}, {why}, {hint} and
+ * {status} filled in (hint: what to check before trying again). */
+static const struct outcome_row {
+  int transient, arrived;
+  const char *sent, *kind;
+  int status;
+  const char *text;
+} outcomes[OUT_COUNT_] = {
+  /* OUT_RESPONSE */ {0, -1, "yes", "http", 1, NULL}, /* push_http_error words it */
+  /* OUT_NOT_SENT */ {1, 0, "no", "connection", 0, "{op}: could not connect before the request was sent: {why}"},
+  /* OUT_CONNECT_TIMEOUT */
+  {1, 0, "no", "timeout", 0, "{op}: timed out connecting before the request was sent: {why}"},
+  /* OUT_TIMEOUT */ {1, 1, "maybe", "timeout", 0, "{op}: timed out after the request was sent{hint}"},
+  /* OUT_BROKEN */ {1, 1, "maybe", "connection", 0, "{op}: connection failed after the request was sent ({why}){hint}"},
+  /* OUT_TOO_LARGE */
+  {0, 1, "yes", "decode", 1, "{op}: response body larger than max_response_bytes (HTTP {status}){hint}"},
+  /* OUT_NO_MEMORY */ {0, 1, "yes", "decode", 0, "{op}: not enough memory for the response{hint}"},
+  /* OUT_REFUSED */
+  {1, 0, "no", "connection", 0,
+   "{op}: the server refused the request before processing it ({why}): not done, safe to send again"},
+  /* OUT_HEADERS_TOO_LARGE */
+  {0, 1, "yes", "decode", 1, "{op}: the response headers were larger than libcurl accepts (libcurl: {why}{http}){hint}"},
+};
+
+const char *const tsim_failure_names[] = {"not_sent", "connect_timeout", "timeout", "broken", "too_large", NULL};
+const enum outcome tsim_failure_outcomes[] = {OUT_NOT_SENT, OUT_CONNECT_TIMEOUT, OUT_TIMEOUT, OUT_BROKEN,
+                                              OUT_TOO_LARGE};
+
+/* Whether the attempt's request may have reached the server. */
+static int may_have_arrived(const struct attempt *a) {
+  int arrived = outcomes[a->outcome].arrived;
+  if (arrived >= 0) return arrived;
+  return a->status >= 500 || a->status < 200; /* a 3xx or 4xx refused it */
+}
+
+/* Whether trying again may help: the row's word, a response's status. */
+static int transient(const struct attempt *a) {
+  if (a->outcome == OUT_RESPONSE) return a->status == 408 || a->status == 429 || a->status >= 500;
+  return outcomes[a->outcome].transient && !a->permanent;
+}
+
+/* Decides what follows the attempt: whether it may be re-sent as-is, after
+ * how long, and whether the server asked every call to wait. */
 static struct retry_verdict judge_retry(const struct operation *op, const struct attempt *a, int resend_ok,
                                         int attempt) {
-  struct retry_verdict v = {0, 0};
-  int may_have_arrived = 1, transient = 0, resend_safe;
-  switch (a->outcome) {
-    case OUT_NOT_SENT: may_have_arrived = 0; transient = !a->permanent; break;
-    case OUT_REFUSED: may_have_arrived = 0; transient = 1; break; /* the protocol's word: not processed */
-    case OUT_TIMEOUT: case OUT_BROKEN: transient = 1; break;
-    case OUT_RESPONSE:
-      if (a->status < 400) return v; /* done (or redirected): never sent again */
-      if (a->status < 500) {         /* refused: nothing was done */
-        may_have_arrived = 0;
-        transient = a->status == 408 || a->status == 429;
-      } else {
-        transient = 1;
-      }
-      break;
-    default: return v;
-  }
-  resend_safe = !may_have_arrived || op->resend == RESEND_SAFE || resend_ok;
-  v.retryable = transient && resend_safe;
+  struct retry_verdict v = {0, 0, 0, NULL};
+  int resend_safe = !may_have_arrived(a) || op->resend == RESEND_SAFE || resend_ok;
+  v.sent = outcomes[a->outcome].sent;
+  if (a->outcome == OUT_RESPONSE && a->status < 400) return v; /* done (or redirected): never sent again */
+  v.retryable = transient(a) && resend_safe;
   /* x-should-retry decides, but cannot make a possible second purchase safe */
   if (a->outcome == OUT_RESPONSE && a->meta.should_retry >= 0) v.retryable = a->meta.should_retry && resend_safe;
-  if (v.retryable) v.delay = retry_delay(&a->meta, attempt);
+  if (!v.retryable) return v;
+  v.delay = retry_delay(&a->meta, attempt);
+  if ((a->outcome == OUT_RESPONSE && a->status == 429) || a->meta.retry_after > 0) v.pause = v.delay;
   return v;
 }
 
@@ -331,13 +364,12 @@ static int push_server_words(lua_State *L, int body) {
 static void push_http_error(lua_State *L, int array_mt, const struct operation *op, const struct attempt *a,
                             int resend_ok) {
   int have = decode_object(L, array_mt, a->body, a->body_len), errors, words;
-  int may_have_arrived = a->status >= 500 || a->status < 200; /* a 3xx or 4xx refused it */
   push_api_errors(L, have ? lua_gettop(L) : 0, array_mt);
   if (!have || compat_rawlen(L, -1) > 0 || !push_server_words(L, lua_gettop(L) - 1)) lua_pushnil(L);
   lua_remove(L, -3); /* the body, or the decoder's reason */
   words = lua_gettop(L);
   errors = words - 1;
-  if (may_have_arrived) push_uncertain_hint(L, op, resend_ok); else lua_pushliteral(L, "");
+  if (may_have_arrived(a)) push_uncertain_hint(L, op, resend_ok); else lua_pushliteral(L, "");
   /* the header value the message quotes, escaped like the API's words */
   if (a->status >= 300 && a->status < 400) tsim_push_escaped(L, a->meta.location, strlen(a->meta.location));
   else tsim_push_escaped(L, a->meta.content_type, strlen(a->meta.content_type));
@@ -403,49 +435,47 @@ static int push_success(lua_State *L, int array_mt, const struct operation *op, 
   return 0;
 }
 
-/* Pushes err for an attempt that got no (whole) response. */
-static void push_transport_error(lua_State *L, const struct operation *op, const struct attempt *a, int resend_ok) {
-  const char *why = a->transport_message ? a->transport_message : "unknown error";
-  int accepted = a->status >= 200 && a->status < 300;
-  tsim_push_escaped(L, why, strlen(why)); /* libcurl's or a Lua transport's words may quote the server */
-  why = lua_tostring(L, -1);
-  push_uncertain_hint(L, op, resend_ok);
-  switch (a->outcome) {
-    case OUT_NOT_SENT:
-      tsim_push_error(L, a->timed_out ? "timeout" : "connection", "%s: %s before the request was sent: %s", op->name,
-                      a->timed_out ? "timed out connecting" : "could not connect", why);
-      break;
-    case OUT_TIMEOUT:
-      tsim_push_error(L, "timeout", "%s: timed out after the request was sent%s", op->name, lua_tostring(L, -1));
-      break;
-    case OUT_TOO_LARGE:
-      tsim_push_error(L, "decode", "%s: response body larger than max_response_bytes (HTTP %d)%s%s", op->name,
-                      (int)a->status, a->status >= 200 && a->status < 300 ? accepted_hint(op) : lua_tostring(L, -1),
-                      a->status >= 200 && a->status < 300 && op->check ? op->check : "");
-      if (a->status > 0) tsim_set_int(L, "status", a->status);
-      break;
-    case OUT_NO_MEMORY:
-      tsim_push_error(L, "decode", "%s: not enough memory for the response%s", op->name, lua_tostring(L, -1));
-      break;
-    case OUT_HEADERS_TOO_LARGE: /* a response came, but libcurl would not take in its headers */
-      if (a->status > 0) lua_pushfstring(L, "; HTTP %d", (int)a->status); else lua_pushliteral(L, "");
-      tsim_push_error(L, "decode", "%s: the response headers were larger than libcurl accepts (libcurl: %s%s)%s%s",
-                      op->name, why, lua_tostring(L, -1), accepted ? accepted_hint(op) : lua_tostring(L, -2),
-                      accepted && op->check ? op->check : "");
-      lua_remove(L, -2);
-      if (a->status > 0) tsim_set_int(L, "status", a->status);
-      break;
-    case OUT_REFUSED:
-      tsim_push_error(L, "connection", "%s: the server refused the request before processing it (%s): not done, "
-                      "safe to send again", op->name, why);
-      break;
-    default: /* OUT_BROKEN */
-      tsim_push_error(L, "connection", "%s: connection failed after the request was sent (%s)%s", op->name, why,
-                      lua_tostring(L, -1));
-      break;
+/* Pushes the value a text's {name} stands for: the operation, the status,
+ * or one of the strings pushed at words: why, hint, http. */
+static void push_field(lua_State *L, const char *name, size_t n, const struct operation *op, int words, long status) {
+  static const char *const pushed[] = {"why", "hint", "http", NULL};
+  int i;
+  if (n == 2 && memcmp(name, "op", 2) == 0) { lua_pushstring(L, op->name); return; }
+  if (n == 6 && memcmp(name, "status", 6) == 0) { lua_pushfstring(L, "%d", (int)status); return; }
+  for (i = 0; pushed[i] != NULL && !(strlen(pushed[i]) == n && memcmp(name, pushed[i], n) == 0); i++) {}
+  lua_pushvalue(L, words + i); /* every {name} of the table is one of these */
+}
+
+/* Pushes an outcome row's text with its {fields} filled in. */
+static void push_text(lua_State *L, const char *text, const struct operation *op, int words, long status) {
+  int parts = 0;
+  for (;;) {
+    const char *brace = strchr(text, '{'), *end = brace ? strchr(brace, '}') : NULL;
+    lua_pushlstring(L, text, end ? (size_t)(brace - text) : strlen(text));
+    parts++;
+    if (!end) break;
+    push_field(L, brace + 1, (size_t)(end - brace - 1), op, words, status);
+    parts++;
+    text = end + 1;
   }
-  lua_remove(L, -2); /* the hint */
-  lua_remove(L, -2); /* why */
+  lua_concat(L, parts);
+}
+
+/* Pushes err for an attempt that got no (whole) response: its row's kind
+ * and words. */
+static void push_transport_error(lua_State *L, const struct operation *op, const struct attempt *a, int resend_ok) {
+  const struct outcome_row *row = &outcomes[a->outcome];
+  const char *why = a->transport_message ? a->transport_message : "unknown error";
+  int base = lua_gettop(L) + 1, accepted = row->status && a->status >= 200 && a->status < 300;
+  tsim_push_escaped(L, why, strlen(why)); /* libcurl's or a Lua transport's words may quote the server */
+  if (accepted) lua_pushfstring(L, "%s%s", accepted_hint(op), op->check ? op->check : "");
+  else push_uncertain_hint(L, op, resend_ok);
+  if (a->status > 0) lua_pushfstring(L, "; HTTP %d", (int)a->status); else lua_pushliteral(L, "");
+  push_text(L, row->text, op, base, a->status);
+  tsim_push_error(L, row->kind, "%s", lua_tostring(L, -1));
+  if (row->status && a->status > 0) tsim_set_int(L, "status", a->status);
+  lua_replace(L, base);
+  lua_settop(L, base);
 }
 
 int tsim_interpret(lua_State *L, int array_mt, const struct operation *op, const struct attempt *a, int resend_ok,
@@ -457,9 +487,14 @@ int tsim_interpret(lua_State *L, int array_mt, const struct operation *op, const
   else if (push_success(L, array_mt, op, a)) return 1;
   tsim_set_string(L, "request_id", a->meta.request_id);
   tsim_set_bool(L, "retryable", verdict->retryable);
+  tsim_set_string(L, "sent", verdict->sent);
   if (verdict->retryable) {
     lua_pushnumber(L, verdict->delay);
     lua_setfield(L, -2, "retry_after");
+  }
+  if (verdict->pause > 0) {
+    lua_pushnumber(L, verdict->pause);
+    lua_setfield(L, -2, "pause");
   }
   return 0;
 }

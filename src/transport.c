@@ -331,14 +331,13 @@ static void exchange_result(struct exchange *x, CURLcode rc, struct attempt *a) 
   a->body_len = x->response.len;
   a->meta = x->meta;
   a->transport_message = x->refusal[0] ? x->refusal : x->curl_error[0] ? x->curl_error : curl_easy_strerror(rc);
-  a->timed_out = a->permanent = 0;
+  a->permanent = 0;
   if (rc == CURLE_OK) a->outcome = OUT_RESPONSE;
   else if (x->too_large) a->outcome = OUT_TOO_LARGE;
   else if (x->out_of_memory) a->outcome = OUT_NO_MEMORY;
   else if (headers_too_large(x, rc)) a->outcome = OUT_HEADERS_TOO_LARGE;
   else if (x->sends == 0) { /* never handed to a connection: provably not sent */
-    a->outcome = OUT_NOT_SENT;
-    a->timed_out = rc == CURLE_OPERATION_TIMEDOUT;
+    a->outcome = rc == CURLE_OPERATION_TIMEDOUT ? OUT_CONNECT_TIMEOUT : OUT_NOT_SENT;
     a->permanent = x->refusal[0] || rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE ||
                    rc == CURLE_SSL_CERTPROBLEM || rc == CURLE_URL_MALFORMAT || rc == CURLE_UNSUPPORTED_PROTOCOL;
   } else if (refused_unprocessed(x, rc)) {

@@ -234,6 +234,8 @@ local HEAD = [[
 ---@field request_id? string # the response's x-request-id, for Telnyx support
 ---@field retryable? boolean # whether sending the same request again is safe
 ---@field retry_after? number # when retryable: seconds to wait first
+---@field sent? "no"|"maybe"|"yes" # whether the request reached the server: no, it may have, or it answered
+---@field pause? number # seconds the server asked every call to wait (a 429, Retry-After), when retryable
 ---@field attempts? integer # how many attempts were made
 ---@field index? integer # batch, get_activation_codes: the call (or card) refused before anything was sent
 ---@field action? table # wait_for_action's timeout: the last state of the action

@@ -26,6 +26,8 @@
 ---@field request_id? string # the response's x-request-id, for Telnyx support
 ---@field retryable? boolean # whether sending the same request again is safe
 ---@field retry_after? number # when retryable: seconds to wait first
+---@field sent? "no"|"maybe"|"yes" # whether the request reached the server: no, it may have, or it answered
+---@field pause? number # seconds the server asked every call to wait (a 429, Retry-After), when retryable
 ---@field attempts? integer # how many attempts were made
 ---@field index? integer # batch, get_activation_codes: the call (or card) refused before anything was sent
 ---@field action? table # wait_for_action's timeout: the last state of the action
@@ -38,8 +40,6 @@
 ---@field res? telnyx.sim.Result
 ---@field err? telnyx.sim.Error
 
----The items in input order. `ok` and `failed` are read through the table's metatable ("telnyx.sim.results"):
----the table holds only the items, so `sim.encode(results)` gives a JSON array of them.
 ---@class telnyx.sim.BatchResults
 ---@field [integer] telnyx.sim.BatchResult
 ---@field ok integer # calls that succeeded
@@ -56,8 +56,6 @@
 ---@field err? telnyx.sim.Error
 ---@field skipped? "physical"
 
----The items in the input's order; `ok` and `failed` (the calls made) read through the metatable, as for
----telnyx.sim.BatchResults: `sim.encode(results)` gives a JSON array.
 ---@class telnyx.sim.ActivationCodeResults
 ---@field [integer] telnyx.sim.ActivationCode
 ---@field ok integer
