@@ -37,14 +37,6 @@
 local sim = require "telnyx.sim"
 local find, sub = string.find, string.sub
 
--- TODO(issue 17): a shim until the C module exports sim.defaults and sim.failures (main's
--- lua_telnyx_sim.c); delete it once `git merge main` brings them.
-if sim.defaults == nil and sim.failures == nil then
-  sim.defaults = { concurrency = 16, max_response_bytes = 16 * 1024 * 1024, timeout = 60 }
-  sim.failures = { not_sent = true, connect_timeout = true, timeout = true, broken = true, too_large = true }
-  sim._shimmed = true
-end
-
 -- What this client needs of the C client's constants, read from it (never copied here).
 local DEFAULTS = assert(type(sim.defaults) == "table" and sim.defaults, "telnyx.sim exports no sim.defaults")
 local FAILURES = assert(type(sim.failures) == "table" and sim.failures, "telnyx.sim exports no sim.failures")
@@ -645,20 +637,6 @@ local function prepare(self, op, params, opts)
   return req
 end
 
--- TODO(issue 17): err.pause comes from C's interpret (main's src/interpret.c); until `git merge main`
--- brings it, the shim takes C's own wait (retry_in) when C's batch would pause: a 429, or a response
--- with a Retry-After / retry-after-ms header. No header value is read here.
-local function shim_pause(reply, err, retry_in)
-  local wait = retry_in or err.retry_after
-  if not wait or reply.failure then return nil end
-  if reply.status == 429 then return wait end
-  for name in pairs(reply.headers or {}) do
-    local lower = type(name) == "string" and name:lower()
-    if lower == "retry-after" or lower == "retry-after-ms" then return wait end
-  end
-  return nil
-end
-
 -- The attempts of one prepared request, for a single call and for each call
 -- of a batch: send it, hand the reply to client:interpret, and while that
 -- says to retry, wait with ngx.sleep and send it again. Before each attempt,
@@ -678,7 +656,6 @@ local function attempts(self, req, pace)
     local reply = send(self, req)
     local res, err, retry_in = self.core:interpret(req, reply, attempt)
     if res then return res end
-    if sim._shimmed and err.pause == nil then err.pause = shim_pause(reply, err, retry_in) end -- TODO(issue 17)
     if err.pause then share_pause(self, key, err.pause) end
     if not retry_in then return nil, err end
     if pace then
