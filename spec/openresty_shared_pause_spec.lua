@@ -102,9 +102,10 @@ describe_nginx("telnyx.sim.resty shared_dict: one pause across nginx workers #ng
 
   -- Worker A's call: a GET the fake answers 429 with Retry-After (no retry: it returns at once, its err
   -- saying the pause) -> A's answer, the time of the 429 on nginx's clock.
-  local function a_gets_429(client)
+  local function a_gets_429(client, asked)
+    asked = asked or ASKED
     local id = helpers.uuid()
-    stub:queue{ path = card_path(id), status = 429, headers = { ["Retry-After"] = tostring(ASKED) },
+    stub:queue{ path = card_path(id), status = 429, headers = { ["Retry-After"] = tostring(asked) },
       json = { errors = { { code = "10011", title = "Too many requests" } } } }
     local cl = { max_retries = 0 }
     for k, v in pairs(client or {}) do cl[k] = v end
@@ -112,7 +113,7 @@ describe_nginx("telnyx.sim.resty shared_dict: one pause across nginx workers #ng
     local err = a.results[1].err
     assert.is_table(err, "A's call should fail with the 429")
     assert.equal(429, err.status)
-    assert.equal(ASKED, err.pause)
+    assert.equal(asked, err.pause)
     assert.equal(1, #a.sends)
     return a, a.sends[1].answered, id
   end
@@ -174,6 +175,38 @@ describe_nginx("telnyx.sim.resty shared_dict: one pause across nginx workers #ng
     assert.is_true(a.sends[3].sent - a.sends[2].answered < 1, "the pause was over for A's next call")
     assert.equal(2, count(card_path(id)))
     assert.equal(3, #stub:requests())
+  end)
+
+  it("a client closed while it waits out the pause sends nothing (a single call and a batch)", function()
+    local _, at429 = a_gets_429({ shared_dict = DICT }, 4)
+    local b = run_in(workers[2], { client = { shared_dict = DICT }, close_after = 0.3,
+      calls = { { "purchase_esims", { amount = 1 } } } })
+    assert.equal(0, #b.sends)
+    local err = b.results[1].err
+    assert.equal("config", err.kind)
+    assert.equal("purchase_esims: the client was closed while waiting out the server's pause; nothing was sent",
+      err.message)
+    assert.equal(0, err.attempts)
+    assert.is_true(b.finished - b.closed < 1.5, b.finished - b.closed) -- noticed within a second or so
+    local c = run_in(workers[2], { client = { shared_dict = DICT }, close_after = 0.3, batch = {
+      calls = { { "get_sim_card", { id = helpers.uuid() } }, { "purchase_esims", { amount = 1 } } } } })
+    assert.equal(0, #c.sends)
+    assert.equal(2, c.failed)
+    for _, r in ipairs(c.results) do assert.matches("the client was closed during the batch", r.err.message) end
+    assert.is_true(c.finished - c.closed < 1.5, c.finished - c.closed)
+    assert.is_true(c.closed - at429 < 3.5, c.closed - at429) -- both closed during the pause
+    assert.equal(1, #stub:requests()) -- A's only
+  end)
+
+  it("a client closed while a single call waits to retry sends nothing more", function()
+    local id = helpers.uuid()
+    stub:queue{ path = card_path(id), status = 503, headers = { ["retry-after-ms"] = "1500" }, json = { errors = {} } }
+    local b = run_in(workers[2], { client = { max_retries = 2 }, close_after = 0.3,
+      calls = { { "get_sim_card", { id = id } } } })
+    assert.equal(1, #b.sends)
+    assert.equal("get_sim_card: the client was closed while waiting to retry", b.results[1].err.message)
+    assert.equal(1, b.results[1].err.attempts)
+    assert.equal(1, count(card_path(id)))
   end)
 
   it("without shared_dict, worker B is not delayed (each batch pauses on its own)", function()

@@ -3,7 +3,8 @@
 --
 -- GET /who -> { worker = ngx.worker.id(), pid = ngx.worker.pid() }
 -- POST /flush -> the pause dict emptied
--- POST /run { want = worker id, client = {...resty.new options}, calls = [{ op, params, opts }] | batch = { calls, opts } }
+-- POST /run { want = worker id, client = {...resty.new options}, calls = [{ op, params, opts }] | batch = { calls, opts },
+--             close_after = seconds (client:close() then, from a light thread) }
 --   -> { wrong_worker = true, worker = } when this connection landed in the other worker (nothing sent: ask again)
 --   -> { worker =, pid =, started =, finished =, sends = [{ path, method, sent, answered, status }],
 --        results = [{ res =, err = }] (batch: { results =, ok =, failed = }) }
@@ -73,6 +74,13 @@ function pause_app.run()
   local client, err = resty.new(options)
   if not client then return app.answer({ err = encode_err(err) }) end
   out.started = now()
+  if spec.close_after then -- the client closed from a light thread while the calls wait
+    ngx.thread.spawn(function()
+      ngx.sleep(spec.close_after)
+      out.closed = now()
+      client:close()
+    end)
+  end
   if spec.batch then
     local results, berr = client:batch(spec.batch.calls, spec.batch.opts)
     if not results then
@@ -89,7 +97,7 @@ function pause_app.run()
     end
   end
   out.finished = now()
-  client:close()
+  if not out.closed then client:close() end
   return app.answer(out)
 end
 

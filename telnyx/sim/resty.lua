@@ -550,9 +550,9 @@ end
 
 -- Before an attempt: waits (ngx.sleep) until the batch's pause (b, or nil for a single call) and the
 -- origin's shared pause (key, or nil without shared_dict) are over; either may grow meanwhile. true,
--- or false when the batch stopped.
+-- or false when the batch stopped or the client was closed meanwhile (looked at every second).
 function wait_pauses(self, key, b)
-  while not (b and b.stopped) do
+  while not (b and b.stopped) and not self.closed do
     local until_t = b and b.pause_until or 0
     if key then
       local shared = self.pause_dict:get(key)
@@ -561,7 +561,7 @@ function wait_pauses(self, key, b)
     if until_t <= ngx.now() then return true end
     local wait = until_t - now() -- ngx.now() is the event loop's cached time: be exact before sleeping
     if wait <= 0 then return true end
-    ngx.sleep(wait + 0.001) -- nginx's timers count whole milliseconds: never ngx.sleep(0) in a loop
+    ngx.sleep(math.min(wait + 0.001, 1)) -- nginx's timers count whole milliseconds: never ngx.sleep(0) in a loop
   end
   return false
 end
@@ -643,6 +643,12 @@ end
 -- the pauses the server asked for (err.pause) are waited out: the origin's
 -- shared one (shared_dict), and `pace`'s (a batch's, see below), which is
 -- also told of each retry.
+-- What a call's attempts end with once its batch stopped: never returned (the coordinating thread gives
+-- the calls not finished their own err), so a marker, not an err.
+local STOPPED = {}
+
+-- Nothing is sent once the client is closed (during a pause or a retry's wait): a single call ends
+-- with the C client's err for that, a batch's call with STOPPED (its batch gives it the closed err).
 local function attempts(self, req, pace)
   local key = self.pause_dict and pause_key(req.url)
   local attempt = 1
@@ -652,6 +658,11 @@ local function attempts(self, req, pace)
       if stop then return nil, stop end
     elseif key then
       wait_pauses(self, key)
+    end
+    if self.closed then
+      if pace then return nil, STOPPED end
+      local why = attempt > 1 and "while waiting to retry" or "while waiting out the server's pause; nothing was sent"
+      return nil, sim.error("config", req.operation .. ": the client was closed " .. why, { attempts = attempt - 1 })
     end
     local reply = send(self, req)
     local res, err, retry_in = self.core:interpret(req, reply, attempt)
@@ -727,10 +738,6 @@ for _, name in ipairs(flow.methods) do Client[name] = flow[name] end
 ---------------------------------------------------------------------------
 
 local rawlen = rawlen or function(t) return #t end -- LuaJIT without 5.2 compat: # is raw there
-
--- What a call's attempts end with once its batch stopped: never returned (the coordinating thread gives
--- the calls not finished their own err), so a marker, not an err.
-local STOPPED = {}
 
 -- What paces the attempts of call `index` of a batch (see attempts()).
 local Pace = {}
