@@ -6,7 +6,7 @@ local sim = require "telnyx.sim"
 
 local function read(path)
   local f = assert(io.open(path))
-  local text = f:read("a")
+  local text = f:read("*a")
   f:close()
   return text
 end

@@ -637,16 +637,17 @@ local function prepare(self, op, params, opts)
   return req
 end
 
+-- What a call's attempts end with once its batch stopped: never returned (the coordinating thread gives
+-- the calls not finished their own err), so a marker, not an err.
+local STOPPED = {}
+
 -- The attempts of one prepared request, for a single call and for each call
 -- of a batch: send it, hand the reply to client:interpret, and while that
 -- says to retry, wait with ngx.sleep and send it again. Before each attempt,
 -- the pauses the server asked for (err.pause) are waited out: the origin's
 -- shared one (shared_dict), and `pace`'s (a batch's, see below), which is
 -- also told of each retry.
--- What a call's attempts end with once its batch stopped: never returned (the coordinating thread gives
--- the calls not finished their own err), so a marker, not an err.
-local STOPPED = {}
-
+--
 -- Nothing is sent once the client is closed (during a pause or a retry's wait): a single call ends
 -- with the C client's err for that, a batch's call with STOPPED (its batch gives it the closed err).
 local function attempts(self, req, pace)
