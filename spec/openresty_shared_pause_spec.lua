@@ -7,6 +7,7 @@
 -- asks again on a new connection (reuseport spreads them).
 local helpers = require "spec.support.helpers"
 local nginx = require "spec.support.nginx"
+local sim = require "telnyx.sim"
 
 local KEY = "KEYsharedpause0123456789SECRET"
 local DICT = "telnyx_pause"
@@ -207,6 +208,16 @@ describe_nginx("telnyx.sim.resty shared_dict: one pause across nginx workers #ng
     assert.equal("get_sim_card: the client was closed while waiting to retry", b.results[1].err.message)
     assert.equal(1, b.results[1].err.attempts)
     assert.equal(1, count(card_path(id)))
+    -- the C client's err for the same (its sleep function closes it): the message resty repeats
+    stub:queue{ path = card_path(id), status = 503, headers = { ["retry-after-ms"] = "10" }, json = { errors = {} } }
+    local direct
+    direct = assert(sim.new{ api_key = KEY, base_url = stub.base_url, max_retries = 2,
+      sleep = function() direct:close() end })
+    local _, err = direct:get_sim_card(id)
+    assert.equal(err.kind, b.results[1].err.kind)
+    assert.equal(err.message, b.results[1].err.message)
+    assert.equal(err.attempts, b.results[1].err.attempts)
+    assert.equal(2, count(card_path(id)))
   end)
 
   it("without shared_dict, worker B is not delayed (each batch pauses on its own)", function()
