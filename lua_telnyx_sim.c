@@ -569,7 +569,7 @@ static void export_constants(lua_State *L) {
   lua_pushnumber(L, DEFAULT_CONNECT_TIMEOUT);
   lua_setfield(L, -2, "connect_timeout");
   tsim_set_int(L, "max_retries", DEFAULT_MAX_RETRIES);
-  tsim_set_int(L, "max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES);
+  tsim_set_int(L, "max_response_bytes", (long)DEFAULT_MAX_RESPONSE_BYTES);
   tsim_set_int(L, "concurrency", DEFAULT_CONCURRENCY);
   lua_setfield(L, -2, "defaults");
   lua_newtable(L); /* the reply.failure names client:interpret takes */

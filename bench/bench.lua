@@ -275,9 +275,9 @@ local checks = {
 
 -- --- Part 2: the fan-out ---
 
--- The module's default concurrency, for (d): from src/batch.c (checked below against the number
+-- The module's default concurrency, for (d): as C exports it (checked below against the number
 -- of connections (c) used over HTTP/1.1, which is its concurrency).
-local DEFAULT_CONCURRENCY = tonumber((read_file("src/batch.c") or ""):match("#define%s+DEFAULT_CONCURRENCY%s+(%d+)"))
+local DEFAULT_CONCURRENCY = sim.defaults.concurrency
 local fan = { transports = {} }
 
 -- The stub's log of the fan-out location: one line per request, "$connection $server_port $server_protocol".
@@ -311,7 +311,6 @@ local function log_since(from)
 end
 
 if FANOUT then
-  assert(DEFAULT_CONCURRENCY, "bench: no DEFAULT_CONCURRENCY in src/batch.c")
   local CERT = DIR .. "/cert.pem"
   local code_headers do -- the header lines the module sends with the GET (for the bare libcurl rows)
     local client = assert(sim.new { api_key = API_KEY, base_url = BASE_URL })
