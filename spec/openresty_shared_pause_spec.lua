@@ -161,6 +161,25 @@ describe_nginx("telnyx.sim.resty shared_dict: one pause across nginx workers #ng
     assert.equal(4, #stub:requests())
   end)
 
+  it("a shorter pause asked later never shortens the stored one", function()
+    local ids = { helpers.uuid(), helpers.uuid() }
+    stub:queue{ { path = card_path(ids[1]), status = 429, headers = { ["Retry-After"] = "3" }, json = { errors = {} } },
+      { path = card_path(ids[2]), delay = 0.5, status = 429, headers = { ["Retry-After"] = "1" }, json = { errors = {} } } }
+    -- worker A: both calls in flight at once; the 3 s pause is stored first, the 1 s one half a second later
+    local a = run_in(workers[1], { client = { shared_dict = DICT, max_retries = 0 }, batch = {
+      calls = { { "get_sim_card", { id = ids[1] } }, { "get_sim_card", { id = ids[2] } } } } })
+    assert.equal(2, a.failed)
+    assert.equal(3, a.results[1].err.pause)
+    assert.equal(1, a.results[2].err.pause)
+    local first = math.min(a.sends[1].answered, a.sends[2].answered)
+    local b_id = helpers.uuid()
+    local b = run_in(workers[2], { client = { shared_dict = DICT }, calls = { { "get_sim_card", { id = b_id } } } })
+    assert.is_nil(b.results[1].err, b.results[1].err and b.results[1].err.string)
+    local delay = b.sends[1].sent - first
+    assert.is_true(delay >= 2.5 and delay < 5, "B sent " .. delay .. " s after the first 429")
+    assert.equal(3, #stub:requests())
+  end)
+
   it("the call that got the 429 retries once the pause ends; its worker's next call is not held past it", function()
     local id = helpers.uuid()
     stub:queue{ path = card_path(id), status = 429, headers = { ["Retry-After"] = tostring(ASKED) },

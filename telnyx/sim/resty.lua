@@ -8,7 +8,9 @@
 -- Every rule (validation, request building, response handling, retry policy)
 -- is the C module's: this file only sends what client:request builds and
 -- hands what came back to client:interpret, waiting with ngx.sleep when it
--- says to retry.
+-- says to retry. A pause the server asks for (err.pause: a 429, a
+-- Retry-After) holds the batch that saw it, or, with resty.new's
+-- shared_dict, every worker's calls to that origin (see "The server's pause").
 --
 -- Transports (resty.new's `transport`):
 --  * "cosocket", the default when `require "resty.http"` works: lua-resty-http
