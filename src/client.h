@@ -51,7 +51,8 @@ struct call {
 /* --- call.c: the call unit --- */
 struct client *tsim_check_client(lua_State *L, int idx);
 /* Validates params and opts in stack slots p, p + 1 and builds the call,
- * leaving the Idempotency-Key (or nil), the URL and the body (or nil) pushed. */
+ * leaving pushed: the headers slot (when opts is a table), the
+ * Idempotency-Key (or nil), the URL and the body (or nil). */
 int tsim_prepare_call_at(lua_State *L, struct client *c, struct call *k, int p);
 struct send_spec tsim_send_spec_of(const struct call *k);
 void tsim_pause_for(lua_State *L, struct client *c, double seconds);
