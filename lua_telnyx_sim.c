@@ -32,7 +32,7 @@
 #define DEFAULT_TIMEOUT 60.0
 #define DEFAULT_CONNECT_TIMEOUT 10.0
 #define DEFAULT_MAX_RETRIES 2
-#define DEFAULT_MAX_RESPONSE_BYTES (16u * 1024u * 1024u)
+#define DEFAULT_MAX_RESPONSE_BYTES (16L * 1024L * 1024L)
 
 
 /* ===================================================================== */
