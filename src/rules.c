@@ -824,8 +824,18 @@ static void push_rule(lua_State *L, const struct rule *r, int top) {
   }
 }
 
+/* Whether client:each can walk it: a list that takes a `page` object. The
+ * one definition: flow.lua and tools/generate.lua read it from sim.describe. */
+static int is_paged(const struct operation *op) {
+  const struct rule *f;
+  if (op->result != RESULT_LIST) return 0;
+  for (f = op->params; f->name != NULL; f++)
+    if (f->kind == K_OBJECT && strcmp(f->name, "page") == 0) return 1;
+  return 0;
+}
+
 void tsim_describe(lua_State *L, const struct operation *op) {
-  lua_createtable(L, 0, 10);
+  lua_createtable(L, 0, 11);
   tsim_set_string(L, "name", op->name);
   tsim_set_string(L, "method", op->method);
   tsim_set_string(L, "path", op->path);
@@ -834,6 +844,7 @@ void tsim_describe(lua_State *L, const struct operation *op) {
   tsim_set_string(L, "resend", resend_names[op->resend]);
   tsim_set_string(L, "noun", op->noun);
   tsim_set_string(L, "check", op->check);
+  tsim_set_bool(L, "paged", is_paged(op));
   lua_createtable(L, 0, 2);
   tsim_set_string(L, "kind", "object");
   push_fields(L, op->params, 1);

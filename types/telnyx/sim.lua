@@ -148,6 +148,7 @@
 ---@field resend "safe"|"duplicates"|"spends_money"
 ---@field noun string
 ---@field check? string # what to look at after an uncertain failure of a spending/creating call
+---@field paged boolean # a list that takes `page`: what `client:each` walks
 ---@field params { kind: "object", fields: telnyx.sim.Rule[] }
 
 ---The 45 operations, in `sim.operations` order.
