@@ -33,7 +33,7 @@ enum kind {
 };
 
 /* Extra checks on strings: one row each, X(enum, describe name, check
- * function in rules.c, what a message says it must be, whether length
+ * function in formats.c, what a message says it must be, whether length
  * bounds follow that text). A new format is a row here and its check. */
 #define TSIM_FORMATS(X)                                                                            \
   X(F_UUID, "uuid", is_uuid, "a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)", 0)                   \
