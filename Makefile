@@ -63,7 +63,7 @@ TEST_ALL_LUAS = 5.4 5.1 5.2 5.3 luajit
 all: $(MODULE)
 
 # The module: the binding, the no-I/O core and the libcurl transport.
-CORE_SRC = src/rules.c src/operations.c src/interpret.c src/err.c src/json.c src/strbuf.c src/random.c src/config.c
+CORE_SRC = src/rules.c src/formats.c src/operations.c src/interpret.c src/err.c src/json.c src/strbuf.c src/random.c src/config.c
 SRC = lua_telnyx_sim.c src/call.c src/batch.c src/transport.c $(CORE_SRC)
 HDR = $(wildcard src/*.h)
 

@@ -34,20 +34,31 @@
 /* Options: rule trees, checked by the same engine as params              */
 /* ===================================================================== */
 
+/* sim.new's options as the engine fills them; absent ones keep sim_new's defaults. */
+struct client_opts {
+  struct tsim_text api_key, base_url, ca_file, ca_path; /* the options table's bytes */
+  double timeout, connect_timeout;
+  long max_retries, max_response_bytes;
+  int allow_insecure_http, retry_may_duplicate;
+  int sleep; /* the stack slot of the sleep function, or 0 */
+};
+
+#define OPT(m) INTO(struct client_opts, m)
 static const struct rule client_options[] = {
-  {"api_key", K_STRING},
-  {"base_url", K_STRING},
-  {"timeout", K_NUMBER, MIN(0.001), MAX(86400)},
-  {"connect_timeout", K_NUMBER, MIN(0.001), MAX(86400)},
-  {"max_retries", K_INTEGER, MIN(0), MAX(MAX_RETRIES_LIMIT)},
-  {"max_response_bytes", K_INTEGER, MIN(1024), MAX(1 << 30)},
-  {"ca_file", K_STRING},
-  {"ca_path", K_STRING},
-  {"allow_insecure_http", K_BOOLEAN},
-  {"retry_may_duplicate", K_BOOLEAN},
-  {"sleep", K_FUNCTION},
+  {"api_key", K_STRING, OPT(api_key)},
+  {"base_url", K_STRING, OPT(base_url)},
+  {"timeout", K_NUMBER, MIN(0.001), MAX(86400), OPT(timeout)},
+  {"connect_timeout", K_NUMBER, MIN(0.001), MAX(86400), OPT(connect_timeout)},
+  {"max_retries", K_INTEGER, MIN(0), MAX(MAX_RETRIES_LIMIT), OPT(max_retries)},
+  {"max_response_bytes", K_INTEGER, MIN(1024), MAX(1 << 30), OPT(max_response_bytes)},
+  {"ca_file", K_STRING, OPT(ca_file)},
+  {"ca_path", K_STRING, OPT(ca_path)},
+  {"allow_insecure_http", K_BOOLEAN, OPT(allow_insecure_http)},
+  {"retry_may_duplicate", K_BOOLEAN, OPT(retry_may_duplicate)},
+  {"sleep", K_FUNCTION, OPT(sleep)},
   END
 };
+#undef OPT
 
 /* Client methods no operation may be named after (the table check says so). */
 static const char *const client_method_names[] = {
@@ -107,24 +118,17 @@ static int config_fail(lua_State *L, const char *field, const char *fmt, const c
   return 0;
 }
 
-/* A string option as given (NULL when absent); *bad says why it cannot be
- * used: a NUL would cut it short in C, and "" would quietly mean a default. */
-static const char *string_option(lua_State *L, const char *name, const char **bad) {
-  size_t n;
-  const char *s;
-  compat_rawgetfield(L, 1, name);
-  s = lua_tolstring(L, -1, &n);
-  lua_pop(L, 1); /* still referenced by the options table */
-  if (s != NULL && *bad == NULL && (n == 0 || strlen(s) != n)) *bad = name;
-  return s;
+/* A string option that cannot be used: a NUL would cut it short in C, and
+ * "" would quietly mean a default. */
+static int unusable(const struct tsim_text *t) {
+  return t->s != NULL && (t->len == 0 || strlen(t->s) != t->len);
 }
 
-static int boolean_option(lua_State *L, const char *name) {
-  int b;
-  compat_rawgetfield(L, 1, name);
-  b = lua_toboolean(L, -1);
-  lua_pop(L, 1);
-  return b;
+static const char *unusable_option(const struct client_opts *o) {
+  if (unusable(&o->api_key)) return "api_key";
+  if (unusable(&o->base_url)) return "base_url";
+  if (unusable(&o->ca_file)) return "ca_file";
+  return unusable(&o->ca_path) ? "ca_path" : NULL;
 }
 
 static int api_key_problem(const char *key) {
@@ -134,45 +138,49 @@ static int api_key_problem(const char *key) {
   return strlen(key) > 200;
 }
 
-/* Fills the client from validated options at 1; returns 0 with err pushed. */
-static int configure(lua_State *L, struct client *c) {
-  const char *bad = NULL, *problem;
-  const char *api_key = string_option(L, "api_key", &bad);
-  const char *base_url = string_option(L, "base_url", &bad);
-  const char *ca_file = string_option(L, "ca_file", &bad);
-  const char *ca_path = string_option(L, "ca_path", &bad);
-  int insecure = boolean_option(L, "allow_insecure_http");
+/* The API key and base URL to use: the options', else TELNYX_API_KEY and
+ * TELNYX_BASE_URL, else the default URL. Returns 0 with a config err pushed. */
+static int pick_key_and_url(lua_State *L, const struct client_opts *o, const char **api_key, const char **base_url) {
+  const char *problem;
+  *api_key = o->api_key.s != NULL ? o->api_key.s : getenv("TELNYX_API_KEY");
+  *base_url = o->base_url.s;
+  if (*api_key == NULL || **api_key == '\0')
+    return config_fail(L, "api_key", "%s", "sim.new: no API key: pass api_key or set TELNYX_API_KEY");
+  if (api_key_problem(*api_key))
+    return config_fail(L, "api_key", "%s",
+                       "sim.new: the API key contains control characters (CR, LF, NUL) or is over 200 bytes");
+  if (*base_url == NULL && (*base_url = getenv("TELNYX_BASE_URL")) != NULL && **base_url == '\0')
+    /* set but empty (TELNYX_BASE_URL=$UNSET_VAR): a test setup, never a wish for production */
+    return config_fail(L, "base_url", "%s",
+                       "sim.new: TELNYX_BASE_URL is set but empty: unset it to use " DEFAULT_BASE_URL ", or give a URL");
+  if (*base_url == NULL) *base_url = DEFAULT_BASE_URL;
+  if ((problem = tsim_base_url_problem(*base_url, o->allow_insecure_http)) != NULL)
+    return config_fail(L, "base_url", "sim.new: base_url %s", problem);
+  return 1;
+}
+
+/* Fills the client from the filled options; returns 0 with err pushed. */
+static int configure(lua_State *L, struct client *c, const struct client_opts *o) {
+  const char *bad = unusable_option(o), *api_key, *base_url;
   if (bad != NULL) {
     tsim_push_error(L, "config", "sim.new: option '%s' is empty or contains a NUL byte "
                     "(leave it out to use the default)", bad);
     tsim_set_string(L, "field", bad);
     return 0;
   }
-  if (api_key == NULL) api_key = getenv("TELNYX_API_KEY");
-  if (api_key == NULL || *api_key == '\0')
-    return config_fail(L, "api_key", "%s", "sim.new: no API key: pass api_key or set TELNYX_API_KEY");
-  if (api_key_problem(api_key))
-    return config_fail(L, "api_key", "%s",
-                       "sim.new: the API key contains control characters (CR, LF, NUL) or is over 200 bytes");
-  if (base_url == NULL && (base_url = getenv("TELNYX_BASE_URL")) != NULL && *base_url == '\0')
-    /* set but empty (TELNYX_BASE_URL=$UNSET_VAR): a test setup, never a wish for production */
-    return config_fail(L, "base_url", "%s",
-                       "sim.new: TELNYX_BASE_URL is set but empty: unset it to use " DEFAULT_BASE_URL ", or give a URL");
-  if (base_url == NULL) base_url = DEFAULT_BASE_URL;
-  if ((problem = tsim_base_url_problem(base_url, insecure)) != NULL)
-    return config_fail(L, "base_url", "sim.new: base_url %s", problem);
-  c->timeout = tsim_number_option(L, 1, "timeout", DEFAULT_TIMEOUT);
-  c->t.connect_timeout = tsim_number_option(L, 1, "connect_timeout", DEFAULT_CONNECT_TIMEOUT);
-  c->max_retries = (int)tsim_number_option(L, 1, "max_retries", DEFAULT_MAX_RETRIES);
-  c->t.max_response_bytes = (size_t)tsim_number_option(L, 1, "max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES);
-  c->resend_ok = boolean_option(L, "retry_may_duplicate");
-  c->t.plain_http_guard = strncmp(base_url, "http://", 7) == 0 && !insecure;
+  if (!pick_key_and_url(L, o, &api_key, &base_url)) return 0;
+  c->timeout = o->timeout;
+  c->t.connect_timeout = o->connect_timeout;
+  c->max_retries = (int)o->max_retries;
+  c->t.max_response_bytes = (size_t)o->max_response_bytes;
+  c->resend_ok = o->retry_may_duplicate;
+  c->t.plain_http_guard = strncmp(base_url, "http://", 7) == 0 && !o->allow_insecure_http;
   c->t.https = strncmp(base_url, "https://", 8) == 0;
   c->api_key = dup_string(api_key);
   c->base_url = dup_string(base_url);
-  if (ca_file) c->t.ca_file = dup_string(ca_file);
-  if (ca_path) c->t.ca_path = dup_string(ca_path);
-  if (c->api_key == NULL || c->base_url == NULL || (ca_file && !c->t.ca_file) || (ca_path && !c->t.ca_path))
+  if (o->ca_file.s) c->t.ca_file = dup_string(o->ca_file.s);
+  if (o->ca_path.s) c->t.ca_path = dup_string(o->ca_path.s);
+  if (c->api_key == NULL || c->base_url == NULL || (o->ca_file.s && !c->t.ca_file) || (o->ca_path.s && !c->t.ca_path))
     luaL_error(L, "telnyx.sim: not enough memory");
   return 1;
 }
@@ -191,21 +199,28 @@ static void set_client_headers(lua_State *L, struct client *c) {
  * that is a programming error, not a condition to handle. */
 static int sim_new(lua_State *L) {
   static const struct vctx who = {"sim.new", NULL, 1};
+  struct client_opts o;
   struct client *c;
+  memset(&o, 0, sizeof o);
+  o.timeout = DEFAULT_TIMEOUT;
+  o.connect_timeout = DEFAULT_CONNECT_TIMEOUT;
+  o.max_retries = DEFAULT_MAX_RETRIES;
+  o.max_response_bytes = DEFAULT_MAX_RESPONSE_BYTES;
   if (lua_isnoneornil(L, 1)) { lua_settop(L, 0); lua_newtable(L); }
   lua_settop(L, 1);
-  if (!tsim_validate(L, &who, client_options, 1)) return tsim_return_error(L);
+  if (!tsim_fill_options(L, &who, client_options, 1, &o)) return tsim_return_error(L);
   c = (struct client *)lua_newuserdata(L, sizeof *c);
   memset(c, 0, sizeof *c);
   c->sleep_ref = LUA_NOREF;
   c->closed = 1; /* until fully built: __gc then frees whatever exists */
   luaL_getmetatable(L, TSIM_CLIENT_MT);
   lua_setmetatable(L, -2);
-  if (!configure(L, c)) return tsim_return_error(L);
+  if (!configure(L, c, &o)) return tsim_return_error(L);
   set_client_headers(L, c);
-  compat_rawgetfield(L, 1, "sleep");
-  if (lua_isfunction(L, -1)) c->sleep_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  else lua_pop(L, 1);
+  if (o.sleep != 0) {
+    lua_pushvalue(L, o.sleep);
+    c->sleep_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
   c->closed = 0;
   return 1;
 }
@@ -569,7 +584,7 @@ static void export_constants(lua_State *L) {
   lua_pushnumber(L, DEFAULT_CONNECT_TIMEOUT);
   lua_setfield(L, -2, "connect_timeout");
   tsim_set_int(L, "max_retries", DEFAULT_MAX_RETRIES);
-  tsim_set_int(L, "max_response_bytes", (long)DEFAULT_MAX_RESPONSE_BYTES);
+  tsim_set_int(L, "max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES);
   tsim_set_int(L, "concurrency", DEFAULT_CONCURRENCY);
   lua_setfield(L, -2, "defaults");
   lua_newtable(L); /* the reply.failure names client:interpret takes */

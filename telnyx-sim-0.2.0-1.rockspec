@@ -45,7 +45,7 @@ build = {
    modules = {
       ["telnyx.sim"] = {
          sources = {
-            "lua_telnyx_sim.c", "src/call.c", "src/batch.c", "src/transport.c", "src/rules.c", "src/operations.c", "src/interpret.c",
+            "lua_telnyx_sim.c", "src/call.c", "src/batch.c", "src/transport.c", "src/rules.c", "src/formats.c", "src/operations.c", "src/interpret.c",
             "src/err.c", "src/json.c", "src/strbuf.c", "src/random.c", "src/config.c",
          },
          libraries = { "curl", "pthread", "m" },

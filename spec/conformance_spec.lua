@@ -136,7 +136,7 @@ local DEVIATIONS = {
 -- What the document cannot say                                           --
 -- ===================================================================== --
 
--- The 45 client methods, in table order, each with the document's operationId.
+-- The client methods, in table order, each with the document's operationId.
 local OPERATIONS = {
   -- Purchase / register
   { "purchase_esims", "PurchaseESim" },
@@ -551,10 +551,10 @@ end
 describe("conformance with the OpenAPI document", function()
   it("reads the document", function()
     assert.is_table(doc.paths, DOC_PATH .. " has no paths")
-    assert.equal(45, doc_op_count, DOC_PATH .. ": expected the 45 SIM-card operations")
+    assert.equal(#sim.operations, doc_op_count, DOC_PATH .. ": expected one SIM-card operation per sim.operations entry")
   end)
 
-  it("has exactly the 45 operations, in table order", function()
+  it("has exactly the document's operations, in table order", function()
     local names = {}
     for i, pair in ipairs(OPERATIONS) do names[i] = pair[1] end
     assert.same(names, sim.operations)

@@ -250,10 +250,7 @@ describe("telnyx.sim flow helpers against the stateful stub", function()
     it("goes through every other paged list operation sim.describe knows", function()
       local paged = {}
       for _, name in ipairs(sim.operations) do
-        local d = sim.describe(name)
-        for _, f in ipairs(d.params.fields) do
-          if f.name == "page" and f.kind == "object" then paged[#paged + 1] = name end
-        end
+        if sim.describe(name).paged then paged[#paged + 1] = name end
       end
       assert.equal(9, #paged)
 

@@ -74,8 +74,7 @@ describe("generated files", function()
       for _, f in ipairs{ "new", "error", "describe", "encode" } do assert.equal("function", type(m[f]), f) end
     end)
 
-    it("annotates all 45 operation methods, each with its params class", function()
-      assert.equal(45, #sim.operations)
+    it("annotates every operation's method, each with its params class", function()
       for _, name in ipairs(sim.operations) do
         assert.truthy(text:find("\nfunction Client:" .. name .. "(params, opts) end\n", 1, true), name)
         assert.truthy(text:find("\n---@param params%?? [%w_.|]*telnyx%.sim%.params%." .. name .. "\n"), name)

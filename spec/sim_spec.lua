@@ -40,7 +40,8 @@ describe("telnyx.sim", function()
   describe("module", function()
     it("has a version and lists its operations", function()
       assert.matches("^%d+%.%d+%.%d+$", sim._VERSION)
-      assert.equal(45, #sim.operations)
+      assert.is_true(#sim.operations > 0)
+      for _, name in ipairs(sim.operations) do assert.equal(name, sim.describe(name).name) end
       assert.same({ "purchase_esims", "register_sim_cards", "list_sim_cards", "get_sim_card" },
         { sim.operations[1], sim.operations[2], sim.operations[3], sim.operations[4] })
     end)

@@ -28,9 +28,15 @@
  * table, Idempotency-Key, URL and body (KEEP(i, 1..4)). */
 #define KEEP(i, slot) ((compat_index)4 * (i) - 4 + (slot))
 
+/* client:batch's options as the engine fills them. */
+struct batch_opts {
+  long concurrency;
+  int progress; /* the stack slot of the progress function, or 0 */
+};
+
 static const struct rule batch_options[] = {
-  {"concurrency", K_INTEGER, MIN(1), MAX(1000)},
-  {"progress", K_FUNCTION},
+  {"concurrency", K_INTEGER, MIN(1), MAX(1000), INTO(struct batch_opts, concurrency)},
+  {"progress", K_FUNCTION, INTO(struct batch_opts, progress)},
   END
 };
 
@@ -311,12 +317,42 @@ static struct batch *new_batch(lua_State *L, int n, int concurrency) {
   return b;
 }
 
+/* Reads the options at 3 in one pass; leaves the progress function (or nil)
+ * at 4. Returns 0 with the err on top. */
+static int read_batch_opts(lua_State *L, struct batch_opts *o) {
+  static const struct vctx who = {"batch", "opts", 1};
+  o->concurrency = DEFAULT_CONCURRENCY;
+  o->progress = 0;
+  if (lua_isnil(L, 3)) {
+    lua_pushnil(L);
+    return 1;
+  }
+  return tsim_fill_options(L, &who, batch_options, 3, o); /* its one slot: 4 */
+}
+
+/* Pushes the results with their counts in its metatable (results.ok reads
+ * them), so that the list holds only its items and sim.encode gives a JSON
+ * array (as flow.results does for the Lua clients). */
+static void push_results(lua_State *L, const struct batch *b, int results) {
+  lua_pushvalue(L, results);
+  lua_createtable(L, 0, 2);
+  lua_pushliteral(L, "telnyx.sim.results");
+  lua_setfield(L, -2, "__name");
+  lua_createtable(L, 0, 2);
+  lua_pushinteger(L, b->ok);
+  lua_setfield(L, -2, "ok");
+  lua_pushinteger(L, b->done - b->ok);
+  lua_setfield(L, -2, "failed");
+  lua_setfield(L, -2, "__index");
+  lua_setmetatable(L, -2);
+}
+
 /* client:batch(calls [, opts]) -> results | nil, err */
 int tsim_client_batch(lua_State *L) {
-  static const struct vctx who = {"batch", "opts", 1};
   struct client *c = tsim_check_client(L, 1);
+  struct batch_opts o;
   struct batch *b;
-  int n, i, concurrency = DEFAULT_CONCURRENCY;
+  int n, i;
   lua_settop(L, 3);
   if (c->closed) {
     tsim_push_error(L, "config", "batch: the client is closed");
@@ -332,43 +368,23 @@ int tsim_client_batch(lua_State *L) {
                     luaL_typename(L, 2));
     return tsim_return_error(L);
   }
-  if (!lua_isnil(L, 3)) {
-    if (!tsim_validate(L, &who, batch_options, 3)) return tsim_return_error(L);
-    compat_rawgetfield(L, 3, "concurrency");
-    if (!lua_isnil(L, -1)) concurrency = (int)lua_tointeger(L, -1);
-    lua_pop(L, 1);
-  }
+  if (!read_batch_opts(L, &o)) return tsim_return_error(L);
   n = (int)compat_rawlen(L, 2);
-  b = new_batch(L, n, concurrency); /* 4 */
-  lua_createtable(L, n, 0);         /* 5: results */
-  lua_createtable(L, 4 * n, 0);     /* 6: keep */
-  lua_pushvalue(L, UV_ARRAY_MT);    /* 7 */
-  if (lua_isnil(L, 3)) lua_pushnil(L); /* 8: nil or the progress function */
-  else compat_rawgetfield(L, 3, "progress");
-  b->results = 5; b->keep = 6; b->array_mt = 7;
-  b->progress = lua_isfunction(L, 8) ? 8 : 0;
+  b = new_batch(L, n, (int)o.concurrency); /* 5 */
+  lua_createtable(L, n, 0);                /* 6: results */
+  lua_createtable(L, 4 * n, 0);            /* 7: keep */
+  lua_pushvalue(L, UV_ARRAY_MT);           /* 8 */
+  b->results = 6; b->keep = 7; b->array_mt = 8;
+  b->progress = o.progress; /* 4 or 0 */
   for (i = 1; i <= n; i++)
     if (!prepare_one(L, c, b, 2, i)) return tsim_return_error(L);
   if (n > 0) {
-    if (!tsim_multi_ready(&c->t, concurrency < n ? concurrency : n)) {
+    if (!tsim_multi_ready(&c->t, b->concurrency < n ? b->concurrency : n)) {
       tsim_push_error(L, "connection", "batch: could not create libcurl handles");
       return tsim_return_error(L);
     }
     run_guarded(L, c, b);
   }
-  /* the counts in the results' metatable (results.ok reads them), so that
-   * the list holds only its items and sim.encode gives a JSON array (as
-   * flow.results does for the Lua clients) */
-  lua_pushvalue(L, 5);
-  lua_createtable(L, 0, 2);
-  lua_pushliteral(L, "telnyx.sim.results");
-  lua_setfield(L, -2, "__name");
-  lua_createtable(L, 0, 2);
-  lua_pushinteger(L, b->ok);
-  lua_setfield(L, -2, "ok");
-  lua_pushinteger(L, b->done - b->ok);
-  lua_setfield(L, -2, "failed");
-  lua_setfield(L, -2, "__index");
-  lua_setmetatable(L, -2);
+  push_results(L, b, 6); /* not b->results: run_protected renumbered it for its own frame */
   return 1;
 }

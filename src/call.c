@@ -21,14 +21,25 @@
 
 static const struct rule header_value = {"value", K_STRING, MIN(1), FORMAT(F_HEADER)};
 
+/* A call's options as the engine fills them; absent ones keep the client's. */
+struct call_opts {
+  double timeout;
+  long max_retries;
+  struct tsim_text idempotency_key;
+  int headers; /* the stack slot of the headers table, or 0 */
+  int retry_may_duplicate;
+};
+
+#define OPT(m) INTO(struct call_opts, m)
 static const struct rule call_options[] = {
-  {"timeout", K_NUMBER, MIN(0.001), MAX(86400)},
-  {"max_retries", K_INTEGER, MIN(0), MAX(MAX_RETRIES_LIMIT)},
-  {"idempotency_key", K_STRING, MIN(1), MAX(255), FORMAT(F_HEADER)},
-  {"headers", K_MAP, ITEMS(&header_value)},
-  {"retry_may_duplicate", K_BOOLEAN},
+  {"timeout", K_NUMBER, MIN(0.001), MAX(86400), OPT(timeout)},
+  {"max_retries", K_INTEGER, MIN(0), MAX(MAX_RETRIES_LIMIT), OPT(max_retries)},
+  {"idempotency_key", K_STRING, MIN(1), MAX(255), FORMAT(F_HEADER), OPT(idempotency_key)},
+  {"headers", K_MAP, ITEMS(&header_value), OPT(headers)},
+  {"retry_may_duplicate", K_BOOLEAN, OPT(retry_may_duplicate)},
   END
 };
+#undef OPT
 
 struct client *tsim_check_client(lua_State *L, int idx) {
   return (struct client *)luaL_checkudata(L, idx, TSIM_CLIENT_MT);
@@ -124,35 +135,13 @@ static void copy_table(lua_State *L, int idx) {
   lua_replace(L, idx);
 }
 
-/* Reads validated opts at idx into k; for calls that must not go twice,
- * pushes the Idempotency-Key (the caller's or a fresh one), else nil. */
-static int read_call_opts(lua_State *L, struct client *c, struct call *k, int idx) {
-  const struct vctx who = {k->op->name, "opts", 1};
-  k->timeout = c->timeout;
-  k->max_retries = c->max_retries;
-  k->resend_ok = c->resend_ok;
-  k->headers_idx = 0;
-  if (!lua_isnil(L, idx)) {
-    if (!tsim_validate(L, &who, call_options, idx)) return 0;
-    k->timeout = tsim_number_option(L, idx, "timeout", k->timeout);
-    k->max_retries = (int)tsim_number_option(L, idx, "max_retries", k->max_retries);
-    compat_rawgetfield(L, idx, "retry_may_duplicate");
-    if (!lua_isnil(L, -1)) k->resend_ok = lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    compat_rawgetfield(L, idx, "headers");
-    if (!lua_isnil(L, -1)) {
-      k->headers_idx = lua_gettop(L); /* stays on the stack for the call */
-      if (!check_header_names(L, k->op, k->headers_idx)) return 0;
-      copy_table(L, k->headers_idx); /* what was checked is what every attempt sends */
-    } else {
-      lua_pop(L, 1);
-    }
-    compat_rawgetfield(L, idx, "idempotency_key");
-    if (!lua_isnil(L, -1)) return 1;
-    lua_pop(L, 1);
-  }
-  if (k->op->resend != RESEND_SAFE) {
-    char uuid[37];
+/* Pushes the Idempotency-Key of a call that must not go twice (the
+ * caller's, else a fresh one), else nil. */
+static int push_idempotency_key(lua_State *L, struct client *c, const struct call *k, const struct call_opts *o) {
+  char uuid[37];
+  if (o->idempotency_key.s != NULL) {
+    lua_pushlstring(L, o->idempotency_key.s, o->idempotency_key.len); /* the call's own reference */
+  } else if (k->op->resend != RESEND_SAFE) {
     if (!format_uuid4(&c->random, uuid)) {
       tsim_push_error(L, "config", "%s: could not read random bytes for the Idempotency-Key", k->op->name);
       return 0;
@@ -162,6 +151,27 @@ static int read_call_opts(lua_State *L, struct client *c, struct call *k, int id
     lua_pushnil(L);
   }
   return 1;
+}
+
+/* Reads opts at idx into k in one pass (the client's settings where absent),
+ * then pushes the Idempotency-Key or nil. */
+static int read_call_opts(lua_State *L, struct client *c, struct call *k, int idx) {
+  const struct vctx who = {k->op->name, "opts", 1};
+  struct call_opts o;
+  memset(&o, 0, sizeof o);
+  o.timeout = c->timeout;
+  o.max_retries = c->max_retries;
+  o.retry_may_duplicate = c->resend_ok;
+  if (!lua_isnil(L, idx) && !tsim_fill_options(L, &who, call_options, idx, &o)) return 0;
+  k->timeout = o.timeout;
+  k->max_retries = (int)o.max_retries;
+  k->resend_ok = o.retry_may_duplicate;
+  k->headers_idx = o.headers; /* stays on the stack for the call */
+  if (o.headers != 0) {
+    if (!check_header_names(L, k->op, o.headers)) return 0;
+    copy_table(L, o.headers); /* what was checked is what every attempt sends */
+  }
+  return push_idempotency_key(L, c, k, &o);
 }
 
 /* The path id an operation takes alone (client:enable_sim_card(id)): its one
@@ -196,8 +206,8 @@ static int expand_id_shorthand(lua_State *L, const struct operation *op, int idx
 }
 
 /* Validates the params and opts in stack slots p and p + 1, and builds the
- * request. Leaves the Idempotency-Key (or nil), the URL and the body (or nil)
- * on the stack. */
+ * request. Leaves on the stack: the headers slot (when opts is a table), the
+ * Idempotency-Key (or nil), the URL and the body (or nil). */
 int tsim_prepare_call_at(lua_State *L, struct client *c, struct call *k, int p) {
   const struct vctx who = {k->op->name, NULL, 0};
   if (c->closed) {

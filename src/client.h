@@ -18,7 +18,7 @@
 #define DEFAULT_TIMEOUT 60.0
 #define DEFAULT_CONNECT_TIMEOUT 10.0
 #define DEFAULT_MAX_RETRIES 2
-#define DEFAULT_MAX_RESPONSE_BYTES (16u * 1024u * 1024u)
+#define DEFAULT_MAX_RESPONSE_BYTES (16L * 1024L * 1024L)
 #define DEFAULT_CONCURRENCY 16 /* client:batch */
 #define UV_ARRAY_MT lua_upvalueindex(1) /* every module function's first upvalue: the array marker */
 
@@ -59,7 +59,8 @@ struct call {
 /* --- call.c: the call unit --- */
 struct client *tsim_check_client(lua_State *L, int idx);
 /* Validates params and opts in stack slots p, p + 1 and builds the call,
- * leaving the Idempotency-Key (or nil), the URL and the body (or nil) pushed. */
+ * leaving pushed: the headers slot (when opts is a table), the
+ * Idempotency-Key (or nil), the URL and the body (or nil). */
 int tsim_prepare_call_at(lua_State *L, struct client *c, struct call *k, int p);
 struct send_spec tsim_send_spec_of(const struct call *k);
 void tsim_pause_for(lua_State *L, struct client *c, double seconds);

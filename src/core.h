@@ -39,6 +39,15 @@ const struct operation *tsim_find_operation(const char *name, size_t len);
 /* err for a value at idx that names no operation (field: where it was given) */
 void tsim_push_unknown_operation(lua_State *L, const char *who, int idx, const char *field);
 
+/* --- formats.c: the string formats (TSIM_FORMATS in rules.h) --- */
+struct format_row {
+  const char *name;                     /* as sim.describe says it; NULL for F_NONE */
+  int (*check)(const char *s, size_t n); /* NULL: any UTF-8 string */
+  const char *text;                     /* what a message says the string must be */
+  int bounded;                          /* the text takes the length bounds after it */
+};
+extern const struct format_row tsim_formats[F_COUNT_];
+
 /* --- rules.c: the engine --- */
 /* How field paths and messages read: params ("'data_limit.unit'") or options
  * ("option 'opts.timeout'"). */
@@ -48,8 +57,11 @@ struct vctx {
   int options;       /* say "option" and "known options" */
 };
 int tsim_validate(lua_State *L, const struct vctx *v, const struct rule *fields, int idx);
-/* A validated option's number (raw read), or dflt when absent. */
-double tsim_number_option(lua_State *L, int idx, const char *name, double dflt);
+/* Validates the options table at idx and, in the same pass, fills the option
+ * struct `into` (each rule's INTO field; see struct tsim_text in rules.h).
+ * Pushes one slot per K_FUNCTION / K_MAP option, which its int field names.
+ * Returns 0 with the err on top. */
+int tsim_fill_options(lua_State *L, const struct vctx *v, const struct rule *fields, int idx, void *into);
 void tsim_build_body(lua_State *L, struct strbuf *b, const struct rule *fields, int idx);
 void tsim_build_url(lua_State *L, struct strbuf *b, const char *base_url,
                     const struct operation *op, int idx);

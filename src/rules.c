@@ -2,15 +2,17 @@
  * rules.c -- the rule engine: one recursive walk per job over the rule trees
  * of operations.h (and of the client's options).
  *
- *   validate   a Lua value against a rule -> ok, or an err naming the field path
+ *   validate   a Lua value against a rule -> ok, or an err naming the field path;
+ *              for options, filling the caller's option struct in the same pass
  *   emit JSON  validated params -> the request body
  *   emit URL   validated params -> path and query (filter[a][b]=x,y)
  *   describe   a row and its rules -> plain Lua tables (sim.describe)
  *   check      the table itself, once, when the module loads
  *
- * Each kind's behaviour sits in one row of `kinds[]` below. No I/O here.
+ * Each kind's behaviour (check, emit, message words, option field) sits in
+ * one row of `kinds[]` below; each string format's in TSIM_FORMATS (rules.h,
+ * checked in formats.c). No I/O here.
  */
-#include <ctype.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -32,7 +34,41 @@ struct seg {
 struct walk {
   const struct vctx *v;
   const struct seg *at;
+  char *into; /* the option struct a top-level value fills, or NULL */
 };
+
+/* The walk one step down (into seg s): nothing below the top fills anything. */
+static struct walk below(const struct walk *w, const struct seg *s) {
+  struct walk sub;
+  sub.v = w->v;
+  sub.at = s;
+  sub.into = NULL;
+  return sub;
+}
+
+/* Each kind's behaviour is one row of `kinds[]` (defined below its functions). */
+typedef int (*check_fn)(lua_State *L, const struct rule *r, int idx, const struct walk *w);
+typedef void (*emit_fn)(lua_State *L, struct strbuf *b, const struct rule *r, int idx);
+typedef void (*query_fn)(lua_State *L, struct strbuf *b, const struct rule *r, int idx, const struct seg *key,
+                         char *sep);
+typedef void (*say_fn)(lua_State *L, const struct rule *r);
+typedef void (*fill_fn)(lua_State *L, int idx, void *field);
+
+struct kind_row {
+  const char *name;      /* as sim.describe says it */
+  check_fn check;
+  emit_fn json;          /* NULL: cannot go in a body */
+  emit_fn text;          /* NULL: not a scalar, cannot go in a path or a query value */
+  query_fn query;        /* NULL: cannot go in a query */
+  int api;               /* may appear in an operation's rows */
+  say_fn say;            /* pushes what the rule asks for: "must be ..." */
+  const char *says;      /* say_plain's words */
+  const char *bounds_as; /* say_plain: what comes before the bounds; NULL: none shown */
+  fill_fn fill;          /* NULL: cannot be an option */
+  size_t fill_size;      /* the size of the option struct's field it fills */
+};
+
+static const struct kind_row kinds[K_COUNT_];
 
 static int push_path_parts(lua_State *L, const struct seg *s, const char *root) {
   int n;
@@ -90,44 +126,36 @@ static void bounds_text(const struct rule *r, char *buf, size_t size) {
   else buf[0] = '\0';
 }
 
-static const char *const format_rules[F_COUNT_] = {
-  "",
-  "a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)",
-  "a decimal string such as \"2048\" or \"0.5\"",
-  /* the API: "letters, numbers and whitespaces"; what it takes beyond ASCII is unsaid, so not sent */
-  "a string of only ASCII letters (A-Z, a-z), digits and spaces or tabs (at least one letter or digit)",
-  "an RFC 3339 date-time such as \"2026-01-31T12:00:00Z\"",
-  "a string without CR, LF or NUL",
-};
+/* "must be an integer from 1 to 250", "must be a boolean". */
+static void say_plain(lua_State *L, const struct rule *r) {
+  const struct kind_row *k = &kinds[r->kind];
+  char b[96];
+  bounds_text(r, b, sizeof b);
+  if (k->bounds_as == NULL || *b == '\0') lua_pushstring(L, k->says);
+  else lua_pushfstring(L, "%s%s%s", k->says, k->bounds_as, b);
+}
+
+/* "must be one of ...", "must be a UUID (...)", "must be a non-empty UTF-8 string". */
+static void say_string(lua_State *L, const struct rule *r) {
+  const struct format_row *f = &tsim_formats[r->format];
+  char b[96];
+  if (r->choices != NULL) {
+    tsim_push_joined(L, r->choices, "\"");
+    lua_pushfstring(L, "must be one of %s", lua_tostring(L, -1));
+    lua_remove(L, -2);
+  } else if (!f->bounded) {
+    lua_pushfstring(L, "must be %s", f->text);
+  } else if (r->format == F_NONE && r->has_min && r->min == 1 && !r->has_max) {
+    lua_pushliteral(L, "must be a non-empty UTF-8 string");
+  } else {
+    bounds_text(r, b, sizeof b);
+    lua_pushfstring(L, "must be %s%s%s", f->text, *b ? ", length" : "", b);
+  }
+}
 
 /* Pushes what the rule asks for: "must be an integer from 1 to 250". */
 static void push_rule_text(lua_State *L, const struct rule *r) {
-  char b[96];
-  bounds_text(r, b, sizeof b);
-  switch (r->kind) {
-    case K_INTEGER: lua_pushfstring(L, "must be an integer%s", b); break;
-    case K_NUMBER: lua_pushfstring(L, "must be a number%s", b); break;
-    case K_BOOLEAN: lua_pushliteral(L, "must be a boolean"); break;
-    case K_FUNCTION: lua_pushliteral(L, "must be a function"); break;
-    case K_OBJECT: lua_pushliteral(L, "must be a table of fields"); break;
-    case K_MAP: lua_pushliteral(L, "must be a table of names to values"); break;
-    case K_ARRAY: lua_pushfstring(L, "must be an array (a sequence 1..n)%s%s", *b ? ", length" : "", b); break;
-    case K_STRING:
-      if (r->choices != NULL) {
-        tsim_push_joined(L, r->choices, "\"");
-        lua_pushfstring(L, "must be one of %s", lua_tostring(L, -1));
-        lua_remove(L, -2);
-      } else if (r->format != F_NONE && r->format != F_HEADER) {
-        lua_pushfstring(L, "must be %s", format_rules[r->format]);
-      } else if (r->has_min && r->min == 1 && !r->has_max && r->format == F_NONE) {
-        lua_pushliteral(L, "must be a non-empty UTF-8 string");
-      } else {
-        lua_pushfstring(L, "must be %s%s%s", r->format == F_HEADER ? format_rules[F_HEADER] : "a UTF-8 string",
-                        *b ? ", length" : "", b);
-      }
-      break;
-    default: lua_pushliteral(L, "is invalid"); break;
-  }
+  kinds[r->kind].say(L, r);
   if (r->flags & R_NULLABLE) {
     lua_pushliteral(L, " or sim.null");
     lua_concat(L, 2);
@@ -179,92 +207,8 @@ static int utf8_valid(const unsigned char *s, size_t n) {
   return 1;
 }
 
-static int is_uuid(const char *s, size_t n) {
-  size_t i;
-  if (n != 36) return 0;
-  for (i = 0; i < n; i++) {
-    int dash = i == 8 || i == 13 || i == 18 || i == 23;
-    if (dash ? s[i] != '-' : !isxdigit((unsigned char)s[i])) return 0;
-  }
-  return 1;
-}
-
-static int is_decimal(const char *s, size_t n) {
-  size_t i, seen = 0, dots = 0;
-  for (i = 0; i < n; i++) {
-    if (isdigit((unsigned char)s[i])) seen++;
-    else if (s[i] == '.' && dots++ == 0 && seen > 0) continue;
-    else return 0;
-  }
-  return seen > 0 && s[n - 1] != '.';
-}
-
-static int is_spn(const char *s, size_t n) {
-  size_t i, letters = 0;
-  for (i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)s[i];
-    if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')) letters++;
-    else if (c != ' ' && c != '\t') return 0;
-  }
-  return letters > 0;
-}
-
-/* Digits at s[*i..] exactly `count` of them. */
-static int digits(const char *s, size_t n, size_t *i, size_t count) {
-  size_t k;
-  for (k = 0; k < count; k++, (*i)++)
-    if (*i >= n || !isdigit((unsigned char)s[*i])) return 0;
-  return 1;
-}
-
-static int expect(const char *s, size_t n, size_t *i, const char *chars) {
-  if (*i >= n || strchr(chars, s[*i]) == NULL || s[*i] == '\0') return 0;
-  (*i)++;
-  return 1;
-}
-
-/* Two digits at s[at] within lo..hi (the shape is checked already). */
-static int two_digits_in(const char *s, size_t at, int lo, int hi) {
-  int v = (s[at] - '0') * 10 + (s[at + 1] - '0');
-  return v >= lo && v <= hi;
-}
-
-/* RFC 3339: YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM), fields in range. */
-static int is_datetime(const char *s, size_t n) {
-  size_t i = 0;
-  if (n < 19 || !two_digits_in(s, 5, 1, 12) || !two_digits_in(s, 8, 1, 31) || !two_digits_in(s, 11, 0, 23) ||
-      !two_digits_in(s, 14, 0, 59) || !two_digits_in(s, 17, 0, 60))
-    return 0;
-  if (!(digits(s, n, &i, 4) && expect(s, n, &i, "-") && digits(s, n, &i, 2) && expect(s, n, &i, "-") &&
-        digits(s, n, &i, 2) && expect(s, n, &i, "Tt") && digits(s, n, &i, 2) && expect(s, n, &i, ":") &&
-        digits(s, n, &i, 2) && expect(s, n, &i, ":") && digits(s, n, &i, 2)))
-    return 0;
-  if (i < n && s[i] == '.') {
-    i++;
-    if (!digits(s, n, &i, 1)) return 0;
-    while (i < n && isdigit((unsigned char)s[i])) i++;
-  }
-  if (i < n && (s[i] == 'Z' || s[i] == 'z')) return i + 1 == n;
-  return expect(s, n, &i, "+-") && digits(s, n, &i, 2) && expect(s, n, &i, ":") && digits(s, n, &i, 2) &&
-         i == n;
-}
-
-static int header_safe(const char *s, size_t n) {
-  size_t i;
-  for (i = 0; i < n; i++)
-    if (s[i] == '\r' || s[i] == '\n' || s[i] == '\0') return 0;
-  return 1;
-}
-
 static int format_ok(enum format f, const char *s, size_t n) {
-  switch (f) {
-    case F_UUID: return is_uuid(s, n);
-    case F_DECIMAL: return is_decimal(s, n);
-    case F_SPN: return is_spn(s, n);
-    case F_DATETIME: return is_datetime(s, n);
-    case F_HEADER: return header_safe(s, n);
-    default: return 1;
-  }
+  return tsim_formats[f].check == NULL || tsim_formats[f].check(s, n);
 }
 
 /* ===================================================================== */
@@ -368,7 +312,7 @@ static int check_array(lua_State *L, const struct rule *r, int idx, const struct
     struct walk sub;
     int ok;
     s.up = w->at; s.name = NULL; s.index = i;
-    sub.v = w->v; sub.at = &s;
+    sub = below(w, &s);
     lua_rawgeti(L, idx, (int)i);
     ok = check_value(L, r->items, lua_gettop(L), &sub);
     if (!ok) { lua_remove(L, -2); return 0; }
@@ -410,7 +354,7 @@ static int fail_unknown(lua_State *L, const struct walk *w, const struct rule *f
     if (d >= 1 && d <= 1e9 && floor(d) == d) s.index = (long)d; /* an array-style key reads as one: filter[1] */
   }
   if (s.name == NULL && s.index == 0) return fail_key_type(L, w, noun, key);
-  sub.v = w->v; sub.at = &s;
+  sub = below(w, &s);
   luaL_buffinit(L, &b);
   for (f = fields; f->name != NULL; f++) {
     if (f != fields) luaL_addstring(&b, ", ");
@@ -432,7 +376,7 @@ static int fail_missing(lua_State *L, const struct walk *w, const struct rule *f
   struct seg s;
   struct walk sub;
   s.up = w->at; s.name = f->name; s.index = 0;
-  sub.v = w->v; sub.at = &s;
+  sub = below(w, &s);
   push_path(L, &sub);
   tsim_push_error(L, "invalid_params", "%s: %s'%s' is required (missing)", w->v->who,
                   w->v->options ? "option " : "", lua_tostring(L, -1));
@@ -442,8 +386,13 @@ static int fail_missing(lua_State *L, const struct walk *w, const struct rule *f
   return 0;
 }
 
-/* Walks the table's keys (each must be a known field, with a valid value),
- * then the rules (each required one must be there). */
+/* A valid option's value into its field of the option struct. */
+static void fill_option(lua_State *L, const struct rule *f, int idx, char *into) {
+  if (!tsim_is_nullable_null(L, idx)) kinds[f->kind].fill(L, idx, into + f->into);
+}
+
+/* Walks the table's keys (each must be a known field, with a valid value;
+ * at the top of options, filling its field), then the rules (each required one must be there). */
 static int check_fields(lua_State *L, const struct rule *fields, int idx, const struct walk *w) {
   const struct rule *f;
   lua_pushnil(L);
@@ -456,8 +405,9 @@ static int check_fields(lua_State *L, const struct rule *fields, int idx, const 
       struct seg s;
       struct walk sub;
       s.up = w->at; s.name = f->name; s.index = 0;
-      sub.v = w->v; sub.at = &s;
+      sub = below(w, &s);
       ok = check_value(L, f, lua_gettop(L), &sub);
+      if (ok && w->into != NULL) fill_option(L, f, lua_gettop(L), w->into);
     }
     if (!ok) { lua_replace(L, -3); lua_pop(L, 1); return 0; } /* err where the key was */
     lua_pop(L, 1);
@@ -493,7 +443,7 @@ static int check_map(lua_State *L, const struct rule *r, int idx, const struct w
       return 0;
     }
     s.up = w->at; s.name = lua_tostring(L, -2); s.index = 0;
-    sub.v = w->v; sub.at = &s;
+    sub = below(w, &s);
     if (!check_value(L, r->items, lua_gettop(L), &sub)) { lua_replace(L, -3); lua_pop(L, 1); return 0; }
     lua_pop(L, 1);
   }
@@ -577,29 +527,61 @@ static void text_string(lua_State *L, struct strbuf *b, const struct rule *r, in
 }
 
 /* ===================================================================== */
+/* Filling option structs (the field types: struct tsim_text in rules.h)  */
+/* ===================================================================== */
+
+static void fill_long(lua_State *L, int idx, void *field) {
+  *(long *)field = (long)integer_value(L, idx); /* validated: options' integers are small */
+}
+
+static void fill_double(lua_State *L, int idx, void *field) {
+  *(double *)field = (double)lua_tonumber(L, idx);
+}
+
+static void fill_bool(lua_State *L, int idx, void *field) {
+  *(int *)field = lua_toboolean(L, idx);
+}
+
+static void fill_text(lua_State *L, int idx, void *field) {
+  struct tsim_text *t = (struct tsim_text *)field;
+  t->s = lua_tolstring(L, idx, &t->len);
+}
+
+/* Tables and functions stay Lua values: into the stack slot tsim_fill_options
+ * reserved for them, which the field names already. */
+static void fill_slot(lua_State *L, int idx, void *field) {
+  lua_pushvalue(L, idx);
+  lua_replace(L, *(int *)field);
+}
+
+/* ===================================================================== */
 /* The kinds                                                              */
 /* ===================================================================== */
 
-typedef int (*check_fn)(lua_State *L, const struct rule *r, int idx, const struct walk *w);
-typedef void (*emit_fn)(lua_State *L, struct strbuf *b, const struct rule *r, int idx);
-
-struct kind_row {
-  const char *name; /* as sim.describe says it */
-  check_fn check;
-  emit_fn json;     /* NULL: cannot go in a body */
-  emit_fn text;     /* NULL: not a scalar, cannot go in a path or a query value */
-  int api;          /* may appear in an operation's rows */
-};
+static void query_object(lua_State *L, struct strbuf *b, const struct rule *r, int idx, const struct seg *key,
+                         char *sep);
+static void query_array(lua_State *L, struct strbuf *b, const struct rule *r, int idx, const struct seg *key,
+                        char *sep);
+static void query_scalar(lua_State *L, struct strbuf *b, const struct rule *r, int idx, const struct seg *key,
+                         char *sep);
 
 static const struct kind_row kinds[K_COUNT_] = {
-  /* K_INTEGER  */ {"integer", check_integer, text_integer, text_integer, 1},
-  /* K_STRING   */ {"string", check_string, json_string, text_string, 1},
-  /* K_BOOLEAN  */ {"boolean", check_boolean, text_boolean, text_boolean, 1},
-  /* K_OBJECT   */ {"object", check_object, json_object, NULL, 1},
-  /* K_ARRAY    */ {"array", check_array, json_array, NULL, 1},
-  /* K_NUMBER   */ {"number", check_number, NULL, NULL, 0},
-  /* K_FUNCTION */ {"function", check_function, NULL, NULL, 0},
-  /* K_MAP      */ {"map", check_map, NULL, NULL, 0},
+  [K_INTEGER] = {"integer", check_integer, text_integer, text_integer, query_scalar, 1,
+                 say_plain, "must be an integer", "", fill_long, sizeof(long)},
+  [K_STRING] = {"string", check_string, json_string, text_string, query_scalar, 1,
+                say_string, NULL, NULL, fill_text, sizeof(struct tsim_text)},
+  [K_BOOLEAN] = {"boolean", check_boolean, text_boolean, text_boolean, query_scalar, 1,
+                 say_plain, "must be a boolean", NULL, fill_bool, sizeof(int)},
+  [K_OBJECT] = {"object", check_object, json_object, NULL, query_object, 1,
+                say_plain, "must be a table of fields", NULL, NULL, 0},
+  [K_ARRAY] = {"array", check_array, json_array, NULL, query_array, 1,
+               say_plain, "must be an array (a sequence 1..n)", ", length", NULL, 0},
+  [K_NUMBER] = {"number", check_number, NULL, NULL, NULL, 0,
+                say_plain, "must be a number", "", fill_double, sizeof(double)},
+  [K_FUNCTION] = {"function", check_function, NULL, NULL, NULL, 0,
+                  say_plain, "must be a function", NULL, fill_slot, sizeof(int)},
+  [K_MAP] = {"map", check_map, NULL, NULL, NULL, 0,
+             say_plain, "must be a table of names to values", NULL, fill_slot, sizeof(int)},
 };
 
 int tsim_is_nullable_null(lua_State *L, int idx) {
@@ -622,19 +604,66 @@ static void json_value(lua_State *L, struct strbuf *b, const struct rule *r, int
 /* Entry points: validate, build                                          */
 /* ===================================================================== */
 
+/* "who: options must be a table (got string)", naming where it was given. */
+static int fail_not_table(lua_State *L, const struct vctx *v, int idx) {
+  char what[64];
+  tsim_push_error(L, "invalid_params", "%s: %s must be a table (%s)", v->who, v->options ? "options" : "params",
+                  describe_value(L, idx, what, sizeof what));
+  tsim_set_string(L, "field", v->root ? v->root : v->options ? "options" : "params");
+  return 0;
+}
+
 int tsim_validate(lua_State *L, const struct vctx *v, const struct rule *fields, int idx) {
   struct walk w;
   w.v = v;
   w.at = NULL;
+  w.into = NULL;
   idx = compat_absindex(L, idx);
-  if (lua_type(L, idx) != LUA_TTABLE) {
-    char what[64];
-    tsim_push_error(L, "invalid_params", "%s: %s must be a table (%s)", v->who,
-                    v->options ? "options" : "params", describe_value(L, idx, what, sizeof what));
-    tsim_set_string(L, "field", v->root ? v->root : v->options ? "options" : "params");
-    return 0;
-  }
+  if (lua_type(L, idx) != LUA_TTABLE) return fail_not_table(L, v, idx);
   return check_fields(L, fields, idx, &w);
+}
+
+/* Every rule of an options list fills a field of the kind's size: a wrong
+ * INTO is a programming error, found on the first call. */
+static void check_into(lua_State *L, const struct vctx *v, const struct rule *fields) {
+  const struct rule *f;
+  for (f = fields; f->name != NULL; f++)
+    if (kinds[f->kind].fill == NULL || f->into_size != kinds[f->kind].fill_size)
+      luaL_error(L, "telnyx.sim: %s: option '%s' has no INTO field of its kind's size", v->who, f->name);
+}
+
+/* One slot per Lua-valued option (nil until filled), named by its field. */
+static void reserve_slots(lua_State *L, const struct rule *fields, char *into) {
+  const struct rule *f;
+  for (f = fields; f->name != NULL; f++) {
+    if (kinds[f->kind].fill != fill_slot) continue;
+    luaL_checkstack(L, 2, "telnyx.sim: too many options");
+    lua_pushnil(L);
+    *(int *)(void *)(into + f->into) = lua_gettop(L);
+  }
+}
+
+/* A slot still nil: the option was absent, its field says 0. */
+static void clear_empty_slots(lua_State *L, const struct rule *fields, char *into) {
+  const struct rule *f;
+  for (f = fields; f->name != NULL; f++) {
+    int *slot = (int *)(void *)(into + f->into);
+    if (kinds[f->kind].fill == fill_slot && lua_isnil(L, *slot)) *slot = 0;
+  }
+}
+
+int tsim_fill_options(lua_State *L, const struct vctx *v, const struct rule *fields, int idx, void *into) {
+  struct walk w;
+  w.v = v;
+  w.at = NULL;
+  w.into = (char *)into;
+  idx = compat_absindex(L, idx);
+  check_into(L, v, fields);
+  if (lua_type(L, idx) != LUA_TTABLE) return fail_not_table(L, v, idx);
+  reserve_slots(L, fields, w.into);
+  if (!check_fields(L, fields, idx, &w)) return 0;
+  clear_empty_slots(L, fields, w.into);
+  return 1;
 }
 
 void tsim_build_body(lua_State *L, struct strbuf *b, const struct rule *fields, int idx) {
@@ -654,37 +683,51 @@ static void query_key(lua_State *L, struct strbuf *b, const struct seg *s) {
   }
 }
 
-/* Appends key=value pairs for the value at idx: objects one level deeper
- * per field, arrays comma-joined (an empty one adds nothing). */
-static void query_value(lua_State *L, struct strbuf *b, const struct rule *r, int idx,
-                        const struct seg *key, char *sep) {
-  if (r->kind == K_OBJECT) {
-    const struct rule *f;
-    for (f = r->fields; f->name != NULL; f++) {
-      struct seg s;
-      s.up = key; s.name = f->name; s.index = 0;
-      compat_rawgetfield(L, idx, f->name);
-      if (!lua_isnil(L, -1)) query_value(L, b, f, lua_gettop(L), &s, sep);
-      lua_pop(L, 1);
-    }
-    return;
-  }
-  if (r->kind == K_ARRAY && compat_rawlen(L, idx) == 0) return;
+/* Appends key=value pairs for the value at idx, as its kind writes them. */
+static void query_value(lua_State *L, struct strbuf *b, const struct rule *r, int idx, const struct seg *key,
+                        char *sep) {
+  kinds[r->kind].query(L, b, r, idx, key, sep);
+}
+
+/* "&key=" (or "?key=" first). */
+static void query_start(lua_State *L, struct strbuf *b, const struct seg *key, char *sep) {
   sb_add(L, b, sep, 1);
   *sep = '&';
   query_key(L, b, key);
   sb_addlit(L, b, "=");
-  if (r->kind == K_ARRAY) {
-    size_t i, n = compat_rawlen(L, idx);
-    for (i = 1; i <= n; i++) {
-      if (i > 1) sb_addlit(L, b, ",");
-      lua_rawgeti(L, idx, (int)i);
-      kinds[r->items->kind].text(L, b, r->items, lua_gettop(L));
-      lua_pop(L, 1);
-    }
-  } else {
-    kinds[r->kind].text(L, b, r, idx);
+}
+
+/* An object: one level deeper per field present. */
+static void query_object(lua_State *L, struct strbuf *b, const struct rule *r, int idx, const struct seg *key,
+                         char *sep) {
+  const struct rule *f;
+  for (f = r->fields; f->name != NULL; f++) {
+    struct seg s;
+    s.up = key; s.name = f->name; s.index = 0;
+    compat_rawgetfield(L, idx, f->name);
+    if (!lua_isnil(L, -1)) query_value(L, b, f, lua_gettop(L), &s, sep);
+    lua_pop(L, 1);
   }
+}
+
+/* An array: its items comma-joined (an empty one adds nothing). */
+static void query_array(lua_State *L, struct strbuf *b, const struct rule *r, int idx, const struct seg *key,
+                        char *sep) {
+  size_t i, n = compat_rawlen(L, idx);
+  if (n == 0) return;
+  query_start(L, b, key, sep);
+  for (i = 1; i <= n; i++) {
+    if (i > 1) sb_addlit(L, b, ",");
+    lua_rawgeti(L, idx, (int)i);
+    kinds[r->items->kind].text(L, b, r->items, lua_gettop(L));
+    lua_pop(L, 1);
+  }
+}
+
+static void query_scalar(lua_State *L, struct strbuf *b, const struct rule *r, int idx, const struct seg *key,
+                         char *sep) {
+  query_start(L, b, key, sep);
+  kinds[r->kind].text(L, b, r, idx);
 }
 
 static const struct rule *path_rule(const struct operation *op, const char *name, size_t len) {
@@ -728,7 +771,6 @@ void tsim_build_url(lua_State *L, struct strbuf *b, const char *base_url, const 
 /* ===================================================================== */
 
 static const char *const place_names[] = {"body", "path", "query"};
-static const char *const format_names[F_COUNT_] = {NULL, "uuid", "decimal", "spn", "date-time", "header"};
 static const char *const resend_names[] = {"safe", "duplicates", "spends_money"};
 static const char *const body_names[] = {"none", "json"};
 static const char *const result_names[] = {"list", "one", "none"};
@@ -760,7 +802,7 @@ static void push_rule(lua_State *L, const struct rule *r, int top) {
   if (top) tsim_set_string(L, "place", place_names[r->place]);
   if (r->flags & R_REQUIRED) tsim_set_bool(L, "required", 1);
   if (r->flags & R_NULLABLE) tsim_set_bool(L, "nullable", 1);
-  if (r->format != F_NONE) tsim_set_string(L, "format", format_names[r->format]);
+  if (r->format != F_NONE) tsim_set_string(L, "format", tsim_formats[r->format].name);
   if (r->has_min) set_number(L, "min", r->min);
   if (r->has_max) set_number(L, "max", r->max);
   if (r->choices != NULL) {
@@ -782,8 +824,18 @@ static void push_rule(lua_State *L, const struct rule *r, int top) {
   }
 }
 
+/* Whether client:each can walk it: a list that takes a `page` object. The
+ * one definition: flow.lua and tools/generate.lua read it from sim.describe. */
+static int is_paged(const struct operation *op) {
+  const struct rule *f;
+  if (op->result != RESULT_LIST) return 0;
+  for (f = op->params; f->name != NULL; f++)
+    if (f->kind == K_OBJECT && strcmp(f->name, "page") == 0) return 1;
+  return 0;
+}
+
 void tsim_describe(lua_State *L, const struct operation *op) {
-  lua_createtable(L, 0, 10);
+  lua_createtable(L, 0, 11);
   tsim_set_string(L, "name", op->name);
   tsim_set_string(L, "method", op->method);
   tsim_set_string(L, "path", op->path);
@@ -792,6 +844,7 @@ void tsim_describe(lua_State *L, const struct operation *op) {
   tsim_set_string(L, "resend", resend_names[op->resend]);
   tsim_set_string(L, "noun", op->noun);
   tsim_set_string(L, "check", op->check);
+  tsim_set_bool(L, "paged", is_paged(op));
   lua_createtable(L, 0, 2);
   tsim_set_string(L, "kind", "object");
   push_fields(L, op->params, 1);
@@ -883,12 +936,4 @@ const char *tsim_check_table(const char *const *reserved) {
     if (p != NULL) return p;
   }
   return NULL;
-}
-
-double tsim_number_option(lua_State *L, int idx, const char *name, double dflt) {
-  double d;
-  compat_rawgetfield(L, idx, name);
-  d = lua_isnil(L, -1) ? dflt : (double)lua_tonumber(L, -1);
-  lua_pop(L, 1);
-  return d;
 }

@@ -32,16 +32,22 @@ enum kind {
   K_COUNT_    /* number of kinds */
 };
 
-/* Extra checks on strings. */
-enum format {
-  F_NONE,
-  F_UUID,     /* 8-4-4-4-12 hex digits */
-  F_DECIMAL,  /* "2048", "0.5": digits with at most one '.' */
-  F_SPN,      /* ASCII letters, digits, spaces and tabs; at least one letter or digit */
-  F_DATETIME, /* RFC 3339: 2026-01-31T12:00:00Z, fraction and offset optional */
-  F_HEADER,   /* options only: no CR, LF or NUL (it becomes a header value) */
-  F_COUNT_
-};
+/* Extra checks on strings: one row each, X(enum, describe name, check
+ * function in formats.c, what a message says it must be, whether length
+ * bounds follow that text). A new format is a row here and its check. */
+#define TSIM_FORMATS(X)                                                                            \
+  X(F_UUID, "uuid", is_uuid, "a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)", 0)                   \
+  X(F_DECIMAL, "decimal", is_decimal, "a decimal string such as \"2048\" or \"0.5\"", 0)         \
+  /* the API: "letters, numbers and whitespaces"; what it takes beyond ASCII is unsaid, so not sent */ \
+  X(F_SPN, "spn", is_spn,                                                                          \
+    "a string of only ASCII letters (A-Z, a-z), digits and spaces or tabs (at least one letter or digit)", 0) \
+  X(F_DATETIME, "date-time", is_datetime, "an RFC 3339 date-time such as \"2026-01-31T12:00:00Z\"", 0) \
+  /* options only: it becomes a header value */                                                   \
+  X(F_HEADER, "header", header_safe, "a string without CR, LF or NUL", 1)
+
+#define TSIM_FORMAT_ENUM(e, name, check, text, bounded) e,
+enum format { F_NONE, TSIM_FORMATS(TSIM_FORMAT_ENUM) F_COUNT_ };
+#undef TSIM_FORMAT_ENUM
 
 /* Where a top-level param travels. Fields below the top inherit their root's. */
 enum place { IN_BODY, IN_PATH, IN_QUERY };
@@ -60,6 +66,17 @@ struct rule {
   unsigned char has_min, has_max;
   const struct rule *fields;   /* K_OBJECT: the field list */
   const struct rule *items;    /* K_ARRAY / K_MAP: one rule for every item */
+  size_t into, into_size;      /* options: the field of the option struct this one fills (INTO) */
+};
+
+/* An option's value in its option struct (tsim_fill_options), by kind:
+ * K_INTEGER a long, K_NUMBER a double, K_BOOLEAN an int, K_STRING a
+ * struct tsim_text (the bytes stay the options table's), K_FUNCTION and
+ * K_MAP an int: the stack slot that holds the value, 0 when absent. Fields
+ * of absent options keep what the caller put there (the defaults). */
+struct tsim_text {
+  const char *s; /* NULL: absent */
+  size_t len;
 };
 
 /* Row-writing shorthands (all designated, so any order after kind). */
@@ -73,6 +90,7 @@ struct rule {
 #define MAX(v)        .max = (v), .has_max = 1
 #define FIELDS(list)  .fields = (list)
 #define ITEMS(rule)   .items = (rule)
+#define INTO(type, member) .into = offsetof(type, member), .into_size = sizeof(((type *)0)->member)
 
 /* What a second copy of the request may do (NOTES.md: "What a second copy of
  * a request does"). */

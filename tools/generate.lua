@@ -1,7 +1,7 @@
 -- tools/generate.lua: the files written from telnyx.sim's own operation table
 -- (sim.operations and sim.describe), so they cannot drift from the C rows:
 --   types/telnyx/sim.lua   the LuaLS (lua-language-server) definition file: the
---                          client's 45 methods with a params class each, results,
+--                          client's methods (one per operation) with a params class each, results,
 --                          errors, options and the module functions
 --   README.md              the operations table, between the markers
 --                          <!-- operations:begin --> and <!-- operations:end -->
@@ -82,15 +82,6 @@ local function takes_id(op)
   return #req == 1 and req[1].place == "path"
 end
 
--- Whether client:each can walk it: a list with a `page` object.
-local function is_paged(op)
-  if op.result ~= "list" then return false end
-  for _, f in ipairs(op.params.fields) do
-    if f.name == "page" and f.kind == "object" then return true end
-  end
-  return false
-end
-
 -- ===================================================================== --
 -- The definition file                                                     --
 -- ===================================================================== --
@@ -134,24 +125,31 @@ end
 
 -- The LuaLS type of a rule. Objects become classes named after their path
 -- (`class`), queued on `pending` to be written after the class that uses them.
-local function rule_type(r, class, pending)
-  local t
-  if r.kind == "integer" or r.kind == "number" or r.kind == "boolean" then
-    t = r.kind
-  elseif r.kind == "string" then
-    t = r.enum and union(r.enum) or "string"
-  elseif r.kind == "object" then
+local rule_type
+
+-- Per kind (as sim.describe names it): its LuaLS type. A kind not here reads `any`.
+local TYPE_OF = {
+  integer = function() return "integer" end,
+  number = function() return "number" end,
+  boolean = function() return "boolean" end,
+  string = function(r) return r.enum and union(r.enum) or "string" end,
+  object = function(r, class, pending)
     pending[#pending + 1] = { name = class, rule = r }
-    t = class
-  elseif r.kind == "array" then
-    t = rule_type(r.items, class .. ".item", pending)
+    return class
+  end,
+  array = function(r, class, pending)
+    local t = rule_type(r.items, class .. ".item", pending)
     if t:find("|", 1, true) then t = "(" .. t .. ")" end
-    t = t .. "[]"
-  elseif r.kind == "map" then
-    t = "table<string, " .. rule_type(r.items, class .. ".value", pending) .. ">"
-  else
-    t = "any"
-  end
+    return t .. "[]"
+  end,
+  map = function(r, class, pending)
+    return "table<string, " .. rule_type(r.items, class .. ".value", pending) .. ">"
+  end,
+}
+
+function rule_type(r, class, pending)
+  local of = TYPE_OF[r.kind]
+  local t = of and of(r, class, pending) or "any"
   if r.nullable then t = t .. "|" .. NULL_TYPE end
   return t
 end
@@ -248,6 +246,8 @@ local HEAD = [[
 ---@field res? telnyx.sim.Result
 ---@field err? telnyx.sim.Error
 
+---The items in input order. `ok` and `failed` are read through the table's metatable ("telnyx.sim.results"):
+---the table holds only the items, so `sim.encode(results)` gives a JSON array of them.
 ---@class telnyx.sim.BatchResults
 ---@field [integer] telnyx.sim.BatchResult
 ---@field ok integer # calls that succeeded
@@ -264,6 +264,8 @@ local HEAD = [[
 ---@field err? telnyx.sim.Error
 ---@field skipped? "physical"
 
+---The items in the input's order; `ok` and `failed` (the calls made) read through the metatable, as for
+---telnyx.sim.BatchResults: `sim.encode(results)` gives a JSON array.
 ---@class telnyx.sim.ActivationCodeResults
 ---@field [integer] telnyx.sim.ActivationCode
 ---@field ok integer
@@ -354,6 +356,7 @@ local HEAD = [[
 ---@field resend "safe"|"duplicates"|"spends_money"
 ---@field noun string
 ---@field check? string # what to look at after an uncertain failure of a spending/creating call
+---@field paged boolean # a list that takes `page`: what `client:each` walks
 ---@field params { kind: "object", fields: telnyx.sim.Rule[] }
 ]]
 
@@ -467,7 +470,7 @@ function M.render_types()
   local names, paged = {}, {}
   for i, op in ipairs(ops) do
     names[i] = op.name
-    if is_paged(op) then paged[#paged + 1] = op.name end
+    if op.paged then paged[#paged + 1] = op.name end
   end
   out[#out + 1] = "---The " .. #names .. " operations, in `sim.operations` order."
   out[#out + 1] = "---@alias telnyx.sim.OperationName"

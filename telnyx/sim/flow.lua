@@ -30,20 +30,11 @@ local function copy(t)
   return c
 end
 
--- Whether operation `name` takes a page param (every list_* but wireless regions).
-local function is_paged(d)
-  if d.result ~= "list" then return false end
-  for _, f in ipairs(d.params.fields) do
-    if f.name == "page" and f.kind == "object" then return true end
-  end
-  return false
-end
-
 -- nil, or the err for a name that is no paged list operation (describe's words, under `who`).
 local function not_paged(who, name)
   local d, err = sim().describe(name)
   if not d then return fail("invalid_params", (err.message:gsub("^describe:", who .. ":")), { field = "name" }) end
-  if is_paged(d) then return nil end
+  if d.paged then return nil end -- sim.describe's word: a list that takes a page
   return fail("invalid_params", who .. ": '" .. name .. "' is not a paged list operation (it takes no page)",
     { field = "name" })
 end

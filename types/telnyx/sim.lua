@@ -40,6 +40,8 @@
 ---@field res? telnyx.sim.Result
 ---@field err? telnyx.sim.Error
 
+---The items in input order. `ok` and `failed` are read through the table's metatable ("telnyx.sim.results"):
+---the table holds only the items, so `sim.encode(results)` gives a JSON array of them.
 ---@class telnyx.sim.BatchResults
 ---@field [integer] telnyx.sim.BatchResult
 ---@field ok integer # calls that succeeded
@@ -56,6 +58,8 @@
 ---@field err? telnyx.sim.Error
 ---@field skipped? "physical"
 
+---The items in the input's order; `ok` and `failed` (the calls made) read through the metatable, as for
+---telnyx.sim.BatchResults: `sim.encode(results)` gives a JSON array.
 ---@class telnyx.sim.ActivationCodeResults
 ---@field [integer] telnyx.sim.ActivationCode
 ---@field ok integer
@@ -146,6 +150,7 @@
 ---@field resend "safe"|"duplicates"|"spends_money"
 ---@field noun string
 ---@field check? string # what to look at after an uncertain failure of a spending/creating call
+---@field paged boolean # a list that takes `page`: what `client:each` walks
 ---@field params { kind: "object", fields: telnyx.sim.Rule[] }
 
 ---The 45 operations, in `sim.operations` order.
