@@ -75,7 +75,9 @@ local FAN_DELAY = 0.05 -- the stub's delay per activation code (bench/nginx.conf
 
 local TARGETS = {
   module_vs_limit = 1.10,   -- module CPU per call <= 1.10 x the limit (libcurl + cjson.decode)
-  node_vs_module = 5,       -- the Node SDK >= 5 x the module, both at their steady state (measured 7-11 x)
+  -- the Node SDK vs the module, both at their steady state: reported since JSON goes through lua-cjson
+  -- (issue 16's targets are the limit's, the fan-out's and OpenResty's; 6-11 x with the module's own decoder)
+  node_vs_module = 5,
   interpret_vs_decode = 1.2, -- (d) <= 1.2 x cjson.decode alone
   rss_growth_kib = 1024,    -- < 1 MiB over RSS_N module calls
   fan_vs_node = 0.5,        -- fan-out: batch (all in flight) wall <= 0.5 x the Node SDK's Promise.all
@@ -265,6 +267,7 @@ local checks = {
   { name = string.format("module CPU/call <= %.2f x limit", TARGETS.module_vs_limit), value = ratios.module_vs_limit,
     ok = ratios.module_vs_limit <= TARGETS.module_vs_limit, shown = string.format("%.3f x", ratios.module_vs_limit) },
   { name = string.format("Node SDK CPU/call >= %g x module", TARGETS.node_vs_module), value = ratios.node_vs_module,
+    reported = true,
     ok = ratios.node_vs_module >= TARGETS.node_vs_module, shown = string.format("%.1f x", ratios.node_vs_module) },
   { name = "(d) module result <= 1.2 x cjson.decode", value = ratios.interpret_vs_decode,
     ok = ratios.interpret_vs_decode <= TARGETS.interpret_vs_decode,
