@@ -1,10 +1,11 @@
 -- client:batch (src/batch.c) and client:get_activation_codes (telnyx/sim/flow.lua)
 -- against the stateful stub: results in input order whatever order the calls
 -- finish in, the concurrency bound (the stub's in_flight_peak), a fault in one
--- call staying in that call, the shared pause after a 429, the money rule per
--- call, closing the client or raising from the callbacks, 0 and 10,000 calls,
--- validation of every call before anything is sent, kept-alive connections
--- reused by the next batch (the stub logs each request's connection id).
+-- call staying in that call, the shared pause after a 429, closing the client
+-- or raising from the callbacks, 0 and 10,000 calls, validation of every call
+-- before anything is sent, kept-alive connections reused by the next batch
+-- (the stub logs each request's connection id).
+-- The money rule per call of a batch is in retry_policy_spec.lua.
 --
 -- Per-request delays go out as the stub's "X-Fake-Delay" header (a call's
 -- opts.headers). Times are read on the client's side (progress runs when a
@@ -12,11 +13,10 @@
 local sim = require "telnyx.sim"
 local helpers = require "spec.support.helpers"
 local fixtures = require "spec.support.fixtures"
-local calls_lib = require "spec.support.calls"
 local socket = require "socket"
 
 local KEY = "KEYbatch0123456789SECRET"
-local UUID4 = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-4%x%x%x%-[89ab]%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$"
+local UUID4 = helpers.UUID4
 local CLOSED = "the client was closed during the batch"
 local now = socket.gettime
 -- Under valgrind (make memcheck) the client runs ~10 times slower: upper time bounds stretch.
@@ -68,13 +68,7 @@ describe("client:batch", function()
     return assert(sim.new(o))
   end
 
-  local function requests_for(path)
-    local out = {}
-    for _, r in ipairs(stub:requests()) do
-      if r.path == path then out[#out + 1] = r end
-    end
-    return out
-  end
+  local function requests_for(path) return helpers.requests_to(stub, path) end
 
   -- results[i] is the get_sim_card of ids[i].
   local function assert_cards(results, ids)
@@ -427,76 +421,6 @@ describe("client:batch", function()
       -- nothing in flight between calls 2..4 finishing and the end of the pause: the client's sleep waited
       assert.is_true(#sleeps >= 1)
       for _, s in ipairs(sleeps) do assert.is_true(s > 0 and s <= 0.5, "slept " .. s) end
-    end)
-  end)
-
-  describe("the money rule per call", function()
-    -- The operations that may spend money or create a duplicate, with params and a path to fault.
-    local UNSAFE = {
-      "purchase_esims", "create_sim_card_order", "set_sim_card_public_ip", "bulk_set_public_ips",
-      "create_sim_card_group", "create_sim_card_data_usage_notification",
-    }
-
-    it("with max_retries = 5: each unsafe call is sent once after a 500, a safe one is retried", function()
-      local c = new_client{ max_retries = 5 }
-      local list = {}
-      for i, name in ipairs(UNSAFE) do
-        local row = calls_lib[name]
-        assert.equal("POST", row.method)
-        stub:queue{ match = row.path, method = "POST", status = 500, body = "" }
-        list[i] = { name, calls_lib.copy(row.params) }
-      end
-      local safe = helpers.uuid()
-      stub:queue{ match = card_path(safe), status = 500, body = "", ["repeat"] = 2 }
-      list[#list + 1] = { "get_sim_card", safe }
-      local results = assert(c:batch(list, { concurrency = 4 }))
-      assert.equal(1, results.ok)
-      assert.equal(#UNSAFE, results.failed)
-      local keys = {}
-      for i, name in ipairs(UNSAFE) do
-        local err = results[i].err
-        assert.is_table(err, name)
-        assert.equal("http", err.kind, name)
-        assert.equal(500, err.status, name)
-        assert.is_false(err.retryable, name)
-        assert.equal(1, err.attempts, name)
-        assert.matches("it may have gone through: check " .. sim.describe(name).check, err.message, 1, true)
-        local sent = requests_for(calls_lib[name].path)
-        assert.equal(1, #sent, name)
-        local key = sent[1].headers["idempotency-key"]
-        assert.matches(UUID4, key, nil, false, name)
-        assert.is_nil(keys[key], "two calls shared an Idempotency-Key")
-        keys[key] = true
-        assert.equal(calls_lib[name].json or "", sent[1].body, name) -- the same bytes as a single call's
-        assert.equal(calls_lib[name].query, sent[1].query, name)
-      end
-      assert.equal(safe, results[#list].res.data.id)
-      assert.equal(3, #requests_for(card_path(safe)))
-      assert.is_nil(requests_for(card_path(safe))[1].headers["idempotency-key"])
-    end)
-
-    it("a 429 on a purchase is retried with the same Idempotency-Key, another purchase has its own", function()
-      local c = new_client()
-      stub:queue{ match = "/v2/actions/purchase/esims", method = "POST", status = 429, body = "",
-        headers = { ["retry-after"] = "0.2" } }
-      local results = assert(c:batch({
-        { "purchase_esims", { amount = 1 } },
-        { "purchase_esims", { amount = 2 }, { idempotency_key = "my-own-key" } },
-      }, { concurrency = 1 }))
-      assert.equal(2, results.ok)
-      assert.equal(1, #results[1].res.data)
-      assert.equal(2, #results[2].res.data)
-      local sent = requests_for("/v2/actions/purchase/esims")
-      assert.equal(3, #sent)
-      local by_key = {}
-      for _, r in ipairs(sent) do
-        local k = r.headers["idempotency-key"]
-        by_key[k] = (by_key[k] or 0) + 1
-      end
-      assert.equal(1, by_key["my-own-key"])
-      local first = sent[1].headers["idempotency-key"]
-      assert.matches(UUID4, first)
-      assert.equal(2, by_key[first]) -- the 429 and its retry
     end)
   end)
 

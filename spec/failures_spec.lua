@@ -1,16 +1,13 @@
--- Failures never cost money or leak: the retry policy, timeouts, hostile
--- servers, and the API key kept out of every error.
+-- Failures never cost money or leak: timeouts and limits, hostile servers,
+-- TLS, and the API key kept out of every error. What is retried after a
+-- failure, and what never is, is in retry_policy_spec.lua.
 local sim = require "telnyx.sim"
 local helpers = require "spec.support.helpers"
 local socket = require "socket"
 
 local KEY = "KEYfailures0123456789SECRET"
-local MAY_HAVE = "may have gone through: check the SIM card list before trying again"
 
-local function assert_no_key(err)
-  assert.not_matches(KEY, tostring(err), 1, true)
-  for _, s in ipairs(helpers.strings_of(err)) do assert.not_matches(KEY, s, 1, true) end
-end
+local function assert_no_key(err) helpers.assert_no_key(KEY, err) end
 
 local free_port = helpers.free_port
 
@@ -23,14 +20,8 @@ describe("failures", function()
     return assert(sim.new(o))
   end
 
-  local function count(path)
-    local n = 0
-    for _, r in ipairs(stub:requests()) do
-      if r.path == path then n = n + 1 end
-    end
-    return n
-  end
-  local PURCHASE, REGISTER = "/v2/actions/purchase/esims", "/v2/actions/register/sim_cards"
+  local function count(path) return #helpers.requests_to(stub, path) end
+  local PURCHASE = "/v2/actions/purchase/esims"
 
   setup(function() stub = helpers.start_stub() end)
   teardown(function() if stub then stub:stop() end end)
@@ -39,218 +30,7 @@ describe("failures", function()
     sleeps = {}
   end)
 
-  describe("retry policy", function()
-    it("retries a refused connection, which provably sent nothing, for purchase too", function()
-      local c = assert(sim.new{ api_key = KEY, base_url = "http://127.0.0.1:" .. free_port() .. "/v2",
-        sleep = function(s) sleeps[#sleeps + 1] = s end })
-      local res, err = c:purchase_esims{ amount = 1 }
-      assert.is_nil(res)
-      assert.equal("connection", err.kind)
-      assert.equal(3, err.attempts)
-      assert.is_true(err.retryable)
-      assert.equal(2, #sleeps)
-      assert.matches("before the request was sent", err.message)
-      assert_no_key(err)
-    end)
-
-    for _, status in ipairs{ 408, 429 } do
-      it("retries " .. status .. " on purchase with the same Idempotency-Key", function()
-        local c = new_client()
-        stub:queue{ status = status, json = { errors = { helpers.api_error("x", "Slow down") } }, ["repeat"] = 2 }
-        local res = assert(c:purchase_esims{ amount = 2 })
-        assert.equal(2, #res.data)
-        local reqs = stub:requests()
-        assert.equal(3, #reqs)
-        assert.equal(reqs[1].headers["idempotency-key"], reqs[2].headers["idempotency-key"])
-        assert.equal(reqs[1].headers["idempotency-key"], reqs[3].headers["idempotency-key"])
-        assert.equal(reqs[1].body, reqs[3].body)
-        assert.equal(2, #sleeps)
-      end)
-    end
-
-    it("gives up after max_retries with attempts and the last error", function()
-      local c = new_client{ max_retries = 1 }
-      stub:queue{ status = 429, headers = { ["x-request-id"] = "rq-429" }, body = "", ["repeat"] = 5 }
-      local _, err = c:register_sim_cards{ registration_codes = { "1" } }
-      assert.equal("http", err.kind)
-      assert.equal(429, err.status)
-      assert.equal(2, err.attempts)
-      assert.is_true(err.retryable)
-      assert.equal("rq-429", err.request_id)
-      assert.equal(2, count(REGISTER))
-      -- and per call
-      stub:reset()
-      stub:queue{ status = 429, body = "", ["repeat"] = 5 }
-      _, err = c:register_sim_cards({ registration_codes = { "1" } }, { max_retries = 0 })
-      assert.equal(1, err.attempts)
-      assert.equal(1, count(REGISTER))
-    end)
-
-    it("backs off 0.5 s doubling to 8 s with up to 25 % jitter", function()
-      local c = new_client{ max_retries = 6 }
-      stub:queue{ status = 503, body = "", ["repeat"] = 7 }
-      local _, err = c:register_sim_cards{ registration_codes = { "1" } }
-      assert.equal(7, err.attempts)
-      local base = { 0.5, 1, 2, 4, 8, 8 }
-      assert.equal(6, #sleeps)
-      for i, b in ipairs(base) do
-        assert.is_true(sleeps[i] <= b and sleeps[i] >= b * 0.75, ("sleep %d = %s"):format(i, sleeps[i]))
-      end
-    end)
-
-    it("honours retry-after-ms, then Retry-After seconds, then an HTTP date, within 60 s", function()
-      local c = new_client{ max_retries = 5 }
-      local soon = os.date("!%a, %d %b %Y %H:%M:%S GMT", os.time() + 30)
-      stub:queue{
-        { status = 429, body = "", headers = { ["retry-after-ms"] = "150", ["retry-after"] = "7" } },
-        { status = 429, body = "", headers = { ["retry-after"] = "2" } },
-        { status = 429, body = "", headers = { ["retry-after"] = soon } },
-        { status = 429, body = "", headers = { ["retry-after"] = "600" } },  -- too long: ignored
-        { status = 429, body = "", headers = { ["retry-after"] = "0" } },    -- not > 0: ignored
-      }
-      assert(c:register_sim_cards{ registration_codes = { "1" } })
-      assert.equal(5, #sleeps)
-      assert.equal(0.15, sleeps[1])
-      assert.equal(2, sleeps[2])
-      assert.is_true(sleeps[3] > 20 and sleeps[3] <= 31, "HTTP date gave " .. sleeps[3])
-      assert.is_true(sleeps[4] <= 8 and sleeps[4] >= 3, "600 s ignored, back-off instead: " .. sleeps[4])
-      assert.is_true(sleeps[5] <= 16 and sleeps[5] >= 6)
-    end)
-
-    it("honours x-should-retry, which can stop a retry but never make a possible second purchase safe", function()
-      local c = new_client()
-      stub:queue{ status = 429, body = "", headers = { ["x-should-retry"] = "false" } }
-      local _, err = c:register_sim_cards{ registration_codes = { "1" } }
-      assert.equal(1, err.attempts)
-      assert.is_false(err.retryable)
-      stub:reset()
-      stub:queue{ status = 409, body = "", headers = { ["x-should-retry"] = "true" } }
-      assert(c:register_sim_cards{ registration_codes = { "1" } })
-      assert.equal(2, count(REGISTER))
-      stub:reset()
-      stub:queue{ status = 409, body = "", headers = { ["x-should-retry"] = "true" } } -- refused: nothing bought
-      assert(c:purchase_esims{ amount = 1 })
-      assert.equal(2, count(PURCHASE))
-      for _, reply in ipairs{
-        { status = 500, body = "" },                                  -- may have gone through
-        { status = 202, body = "{not json" },                         -- went through
-        { status = 302, body = "", headers = { location = "https://x.test/" } },
-      } do
-        stub:reset()
-        reply.headers = reply.headers or {}
-        reply.headers["x-should-retry"] = "true"
-        stub:queue(reply)
-        _, err = c:purchase_esims{ amount = 1 }
-        assert.is_false(err.retryable, reply.status)
-        assert.equal(1, count(PURCHASE), reply.status)
-      end
-    end)
-
-    for _, status in ipairs{ 500, 502, 503, 504 } do
-      it("never re-sends a purchase after a " .. status .. ", and says it may have gone through", function()
-        local c = new_client()
-        stub:queue{ status = status, headers = { ["x-request-id"] = "rq-" .. status },
-          json = { errors = { helpers.api_error("50000", "Internal error", "oops") } } }
-        local res, err = c:purchase_esims{ amount = 3 }
-        assert.is_nil(res)
-        assert.equal("http", err.kind)
-        assert.equal(status, err.status)
-        assert.is_false(err.retryable)
-        assert.equal(1, err.attempts)
-        assert.equal("rq-" .. status, err.request_id)
-        assert.matches(MAY_HAVE, err.message, 1, true)
-        assert.equal(1, count(PURCHASE))
-        assert.same({}, sleeps)
-      end)
-    end
-
-    it("retries a register 5xx, since registering twice registers once", function()
-      local c = new_client()
-      stub:queue{ status = 502, body = "<html>bad gateway</html>", headers = { ["content-type"] = "text/html" } }
-      local res = assert(c:register_sim_cards{ registration_codes = { "0000000001" } })
-      assert.equal(1, #res.data)
-      assert.equal(2, count(REGISTER))
-    end)
-
-    it("retries a purchase 5xx only when the caller opted in (client or call)", function()
-      local c = new_client{ retry_may_duplicate = true }
-      stub:queue{ status = 500, body = "" }
-      assert(c:purchase_esims{ amount = 1 })
-      assert.equal(2, count(PURCHASE))
-      stub:reset()
-      local plain = new_client()
-      stub:queue{ status = 500, body = "" }
-      assert(plain:purchase_esims({ amount = 1 }, { retry_may_duplicate = true }))
-      assert.equal(2, count(PURCHASE))
-      stub:reset()
-      c = new_client{ retry_may_duplicate = true }
-      stub:queue{ status = 500, body = "" }
-      local _, err = c:purchase_esims({ amount = 1 }, { retry_may_duplicate = false })
-      assert.equal(1, err.attempts)
-    end)
-
-    it("stops cleanly when the sleep function closes the client", function()
-      local c
-      c = new_client{ sleep = function() c:close() end }
-      stub:queue{ status = 429, body = "", ["repeat"] = 3 }
-      local _, err = c:register_sim_cards{ registration_codes = { "1" } }
-      assert.equal("config", err.kind)
-      assert.matches("closed while waiting to retry", err.message)
-      assert.equal(1, count(REGISTER))
-    end)
-
-    it("does not retry 4xx refusals", function()
-      for _, status in ipairs{ 400, 401, 403, 404, 409, 422 } do
-        local c = new_client()
-        stub:reset()
-        stub:queue{ status = status, headers = { ["x-request-id"] = "rq-" .. status },
-          json = { errors = { helpers.api_error(tostring(status), "Refused " .. status, "because") } } }
-        local _, err = c:purchase_esims{ amount = 1 }
-        assert.equal("http", err.kind)
-        assert.equal(status, err.status)
-        assert.is_false(err.retryable)
-        assert.equal(1, err.attempts)
-        assert.equal("rq-" .. status, err.request_id)
-        assert.same({ { code = tostring(status), title = "Refused " .. status, detail = "because" } }, err.errors)
-        assert.equal(("purchase_esims: HTTP %d: Refused %d: because"):format(status, status), err.message)
-        assert.equal(1, count(PURCHASE))
-        assert_no_key(err)
-      end
-    end)
-  end)
-
   describe("connections that fail after the request was sent", function()
-    it("a purchase timeout is not retried; a register timeout is", function()
-      local c = new_client{ timeout = 0.5 }
-      stub:queue{ mode = "stall", duration = 10 }
-      local t0 = socket.gettime()
-      local _, err = c:purchase_esims{ amount = 1 }
-      local elapsed = socket.gettime() - t0
-      assert.equal("timeout", err.kind)
-      assert.is_false(err.retryable)
-      assert.equal(1, err.attempts)
-      assert.matches(MAY_HAVE, err.message, 1, true)
-      assert.is_true(elapsed >= 0.4 and elapsed < 5, "elapsed " .. elapsed)
-      assert.equal(1, count(PURCHASE))
-
-      stub:reset()
-      stub:queue{ mode = "stall", duration = 10 }
-      local res = assert(c:register_sim_cards{ registration_codes = { "1" } })
-      assert.equal(1, #res.data)
-      assert.equal(2, count(REGISTER))
-    end)
-
-    it("a connection reset after sending is not retried for purchase", function()
-      local c = new_client()
-      stub:queue{ mode = "reset" }
-      local _, err = c:purchase_esims{ amount = 1 }
-      assert.equal("connection", err.kind)
-      assert.is_false(err.retryable)
-      assert.equal(1, err.attempts)
-      assert.matches(MAY_HAVE, err.message, 1, true)
-      assert.equal(1, count(PURCHASE))
-    end)
-
     it("a close mid-body is a connection error that keeps request_id", function()
       local c = new_client()
       stub:queue{ mode = "close_mid_body", status = 202, headers = { ["x-request-id"] = "rq-mid" },
@@ -259,28 +39,6 @@ describe("failures", function()
       assert.equal("connection", err.kind)
       assert.equal("rq-mid", err.request_id)
       assert.equal(1, count(PURCHASE))
-    end)
-
-    it("stops libcurl from re-sending a purchase on a fresh connection when a kept-alive one dies", function()
-      local c = new_client()
-      assert(c:purchase_esims{ amount = 1 })          -- opens the kept-alive connection
-      stub:queue{ mode = "close" }                     -- the next request is read, then the socket closes
-      local _, err = c:purchase_esims{ amount = 1 }
-      assert.equal("connection", err.kind)
-      assert.is_false(err.retryable)
-      assert.equal(1, err.attempts)
-      assert.equal(2, count(PURCHASE))                 -- the first call and one copy of the second: no third
-      -- in the user's terms, not libcurl's ("aborted by pre-request callback")
-      assert.matches("the connection was lost after the request went out .* and telnyx%.sim did not send it again",
-        err.message)
-      assert.matches("it may have gone through: check ", err.message)
-      assert.is_nil(err.message:find("pre-request", 1, true))
-      -- register may be re-sent: libcurl's own resend is harmless there
-      stub:reset()
-      assert(c:register_sim_cards{ registration_codes = { "1" } })
-      stub:queue{ mode = "close" }
-      assert(c:register_sim_cards{ registration_codes = { "1" } })
-      assert.equal(3, count(REGISTER))
     end)
   end)
 

@@ -1,5 +1,6 @@
 -- The two I/O-free halves a transport outside C builds on: client:request
 -- (validate + build) and client:interpret (response -> res / err / retry_in).
+-- When interpret asks for a retry (retry_in) is in retry_policy_spec.lua.
 local sim = require "telnyx.sim"
 local helpers = require "spec.support.helpers"
 
@@ -64,11 +65,10 @@ describe("client:request", function()
 end)
 
 describe("client:interpret", function()
-  local client, req, reg
+  local client, req
   before_each(function()
     client = assert(sim.new{ api_key = KEY, base_url = BASE, max_retries = 2, max_response_bytes = 2048 })
     req = assert(client:request("purchase_esims", { amount = 1 }))
-    reg = assert(client:request("register_sim_cards", { registration_codes = { "1" } }))
   end)
 
   it("turns a 202 into res", function()
@@ -85,28 +85,6 @@ describe("client:interpret", function()
       ["X-REQUEST-ID"] = "rq" }, body = "" })
     assert.equal("rq", err.request_id)
     assert.equal(3, err.retry_after)
-  end)
-
-  it("says when and how long to wait before a retry, up to max_retries", function()
-    local _, err, retry_in = client:interpret(req, { status = 429, headers = { ["retry-after"] = "2" }, body = "" }, 1)
-    assert.equal(2, retry_in)
-    assert.equal(1, err.attempts)
-    _, err, retry_in = client:interpret(req, { status = 429, headers = {}, body = "" }, 3)
-    assert.is_nil(retry_in)
-    assert.is_true(err.retryable)
-    assert.equal(3, err.attempts)
-  end)
-
-  it("never asks to re-send a purchase that may have arrived", function()
-    for _, reply in ipairs{ { status = 500, body = "" }, { failure = "timeout" }, { failure = "broken" } } do
-      local _, err, retry_in = client:interpret(req, reply, 1)
-      assert.is_nil(retry_in)
-      assert.is_false(err.retryable)
-      assert.matches("may have gone through", err.message)
-      _, err, retry_in = client:interpret(reg, reply, 1)
-      assert.is_number(retry_in)
-      assert.is_true(err.retryable)
-    end
   end)
 
   it("maps each failure to its kind", function()
@@ -250,12 +228,6 @@ describe("the verdict of client:interpret", function()
       end
     end)
   end
-
-  it("takes a Retry-After of 2 s as the pause and the wait", function()
-    local req = assert(client:request("list_sim_cards", {}))
-    local _, err, retry_in = client:interpret(req, { status = 429, headers = { ["retry-after"] = "2" } }, 1)
-    assert.same({ 2, 2, 2 }, { err.pause, err.retry_after, retry_in })
-  end)
 end)
 
 describe("what C exports for transports outside it", function()

@@ -85,15 +85,6 @@ describe("hardening", function()
     assert.equal(0, #stub:requests())
   end)
 
-  it("reads Retry-After as decimal seconds only", function()
-    local sleeps = {}
-    local c = assert(sim.new{ api_key = KEY, base_url = stub.base_url, max_retries = 1,
-      sleep = function(s) sleeps[#sleeps + 1] = s end })
-    stub:queue{ status = 429, body = "", headers = { ["retry-after"] = "0x10" } }
-    assert(c:register_sim_cards{ registration_codes = { "1" } })
-    assert.is_true(sleeps[1] <= 0.5 and sleeps[1] >= 0.375, "hex ignored, back-off instead: " .. sleeps[1])
-  end)
-
   it("a too-large 2xx purchase body says the purchase was accepted", function()
     local c = assert(sim.new{ api_key = KEY, base_url = stub.base_url, max_response_bytes = 1024 })
     stub:queue{ status = 202, json = { data = { helpers.sim_card(), helpers.sim_card(), helpers.sim_card() } } }

@@ -194,6 +194,25 @@ function helpers.read_file(path)
 end
 local read_file = helpers.read_file
 
+-- A version-4 UUID, as the module makes an Idempotency-Key (a Lua pattern).
+helpers.UUID4 = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-4%x%x%x%-[89ab]%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$"
+
+--- Fails unless key is nowhere in tostring(err) nor in any string of err (luassert: busted's assert).
+function helpers.assert_no_key(key, err)
+  local assert = require "luassert"
+  assert.not_matches(key, tostring(err), 1, true)
+  for _, s in ipairs(helpers.strings_of(err)) do assert.not_matches(key, s, 1, true) end
+end
+
+--- The requests stub logged for path, in order (# counts them).
+function helpers.requests_to(stub, path)
+  local out = {}
+  for _, r in ipairs(stub:requests()) do
+    if r.path == path then out[#out + 1] = r end
+  end
+  return out
+end
+
 --- A loopback port nothing listens on (just now).
 function helpers.free_port()
   local s = assert(socket.bind("127.0.0.1", 0))
