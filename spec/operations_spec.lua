@@ -1,16 +1,17 @@
 -- Every operation of telnyx.sim, table-driven over sim.operations and
 -- sim.describe, against the stub server's scripted queue (never its default
--- answers): the exact request on the wire, the result's shape, the re-send
--- class under faults, agreement of the libcurl path with the I/O-free
--- halves, the id shorthand, and invalid params generated from each rule.
--- The valid call of each operation and what it must send are in
--- spec/support/calls.lua.
+-- answers): the exact request on the wire, the result's shape, agreement of
+-- the libcurl path with the I/O-free halves, the id shorthand, and invalid
+-- params generated from each rule. The valid call of each operation and what
+-- it must send are in spec/support/calls.lua, the checks shared with
+-- retry_policy_spec.lua (each operation's re-send class under faults) in
+-- spec/support/operation_checks.lua.
 local sim = require "telnyx.sim"
 local helpers = require "spec.support.helpers"
 local calls = require "spec.support.calls"
+local checks = require "spec.support.operation_checks"
 
 local KEY = "KEYoperations0123456789SECRET"
-local UUID4 = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-4%x%x%x%-[89ab]%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$"
 local has_integers = math.type ~= nil
 local copy = calls.copy
 local ids = calls.ids
@@ -55,69 +56,8 @@ local function only_id_required(d)
   return #required == 1 and required[1].place == "path" and required[1].name == "id"
 end
 
--- A scripted success: the document's status, a realistic JSON body.
-local function success(d, call)
-  local body = calls.response(d, call.params)
-  return {
-    status = call.status,
-    headers = { ["content-type"] = "application/json", ["x-request-id"] = "rq-ok-" .. d.name },
-    body = helpers.encode(body),
-  }, body
-end
-
-local FAILURE_500 = {
-  status = 500,
-  headers = { ["content-type"] = "application/json", ["x-request-id"] = "rq-500" },
-  body = helpers.encode{ errors = { helpers.api_error("10007", "Unexpected error", "An unexpected error occurred.") } },
-}
-
-local function as_reply(entry)
-  return { status = entry.status, headers = entry.headers, body = entry.body }
-end
-
-local function may_have_gone_through(d)
-  return "it may have gone through: check " .. d.check .. " before trying again"
-end
-
-local ERR_FIELDS = { "kind", "message", "status", "request_id", "retryable", "attempts", "field" }
-
-local function assert_same_err(a, b, what)
-  for _, f in ipairs(ERR_FIELDS) do assert.equal(a[f], b[f], what .. ": err." .. f) end
-  assert.same(a.errors, b.errors, what .. ": err.errors")
-end
-
--- The request the stub saw for `call` of operation d.
-local function assert_sent(d, call, seen)
-  local what = d.name .. ": "
-  assert.equal(call.method, seen.method, what .. "method")
-  assert.equal(call.path, seen.path, what .. "path")
-  assert.equal(call.query, seen.query, what .. "raw query")
-  local h = seen.headers
-  assert.equal("Bearer " .. KEY, h.authorization, what .. "Authorization")
-  assert.equal("application/json", h.accept, what .. "Accept")
-  assert.matches("^telnyx%-sim%-lua/", h["user-agent"], what .. "User-Agent")
-  assert.is_nil(h.expect, what .. "Expect")
-  assert.is_nil(h["transfer-encoding"], what .. "Transfer-Encoding")
-  if call.body ~= nil then
-    assert.equal("application/json", h["content-type"], what .. "Content-Type")
-    assert.equal(call.json, seen.body, what .. "body bytes")
-    assert.same(call.body, helpers.decode(seen.body), what .. "decoded body")
-    assert.equal(tostring(#call.json), h["content-length"], what .. "Content-Length")
-  else
-    assert.is_nil(h["content-type"], what .. "no Content-Type without a body")
-    assert.equal("", seen.body, what .. "no body")
-    if call.method == "POST" then
-      assert.equal("0", h["content-length"], what .. "Content-Length: 0 on a bodiless POST")
-    else
-      assert.is_nil(h["content-length"], what .. "no Content-Length on " .. call.method)
-    end
-  end
-  if call.resend == "safe" then
-    assert.is_nil(h["idempotency-key"], what .. "no Idempotency-Key for a safe operation")
-  else
-    assert.matches(UUID4, h["idempotency-key"], what .. "Idempotency-Key")
-  end
-end
+local success, as_reply, assert_same_err = checks.success, checks.as_reply, checks.assert_same_err
+local function assert_sent(d, call, seen) return checks.assert_sent(KEY, d, call, seen) end
 
 -- res for the success body `body` of operation d.
 local function assert_result(d, call, res, body)
@@ -481,144 +421,6 @@ describe("every operation", function()
         assert.equal(getmetatable(res.data), getmetatable(half.data))
         assert.equal(sim.array_mt, getmetatable(half.errors))
       end)
-
-      if class == "safe" then
-        it("is retried after a 500, and the halves agree on that 500", function()
-          stub:queue{ FAILURE_500, (success(d, call)) }
-          local res, err = client:call(name, copy(call.params))
-          assert.is_nil(err)
-          assert.equal(call.status, res.status)
-          local reqs = stub:requests()
-          assert.equal(2, #reqs)
-          assert.equal(1, #sleeps)
-          assert.is_true(sleeps[1] >= 0.375 and sleeps[1] <= 0.5, "back-off " .. tostring(sleeps[1]))
-          for _, f in ipairs{ "method", "path", "query", "body" } do assert.equal(reqs[1][f], reqs[2][f], f) end
-          assert_sent(d, call, reqs[2])
-          -- one attempt only: the libcurl path and interpret give the same err
-          stub:queue(FAILURE_500)
-          local _, curl_err = client:call(name, copy(call.params), { max_retries = 0 })
-          local req = assert(client:request(name, copy(call.params), { max_retries = 0 }))
-          local none, half_err, retry_in = client:interpret(req, as_reply(FAILURE_500), 1)
-          assert.is_nil(none)
-          assert.is_nil(retry_in)
-          assert_same_err(curl_err, half_err, name)
-          assert.equal(name .. ": HTTP 500: Unexpected error: An unexpected error occurred.", curl_err.message)
-          assert.is_true(curl_err.retryable)
-          assert.is_number(curl_err.retry_after)
-          -- and interpret asks for the retry when one is left
-          req = assert(client:request(name, copy(call.params)))
-          _, half_err, retry_in = client:interpret(req, as_reply(FAILURE_500), 1)
-          assert.is_number(retry_in)
-          assert.is_true(half_err.retryable)
-        end)
-
-        it("is retried after a connection reset once the request was sent", function()
-          stub:queue{ { mode = "reset" }, (success(d, call)) }
-          local res = assert(client:call(name, copy(call.params)))
-          assert.equal(call.status, res.status)
-          assert.equal(2, #stub:requests())
-        end)
-      else
-        it("is never re-sent after a 500, and says to check " .. tostring(d.check), function()
-          stub:queue{ FAILURE_500, (success(d, call)) }
-          local res, err = client:call(name, copy(call.params))
-          assert.is_nil(res)
-          assert.equal(1, #stub:requests())
-          assert.equal("http", err.kind)
-          assert.equal(500, err.status)
-          assert.is_false(err.retryable)
-          assert.is_nil(err.retry_after)
-          assert.equal(1, err.attempts)
-          assert.equal("rq-500", err.request_id)
-          assert.equal(name .. ": HTTP 500: Unexpected error: An unexpected error occurred.; "
-            .. may_have_gone_through(d), err.message)
-          assert.same({ { code = "10007", title = "Unexpected error", detail = "An unexpected error occurred." } },
-            err.errors)
-          assert.same({}, sleeps)
-          -- interpret says the same, and asks for no retry
-          local req = assert(client:request(name, copy(call.params)))
-          local none, half_err, retry_in = client:interpret(req, as_reply(FAILURE_500), 1)
-          assert.is_nil(none)
-          assert.is_nil(retry_in)
-          assert_same_err(err, half_err, name)
-        end)
-
-        it("is never re-sent after a connection reset once the request was sent", function()
-          stub:queue{ { mode = "reset" }, (success(d, call)) }
-          local res, err = client:call(name, copy(call.params))
-          assert.is_nil(res)
-          assert.equal(1, #stub:requests())
-          assert.equal("connection", err.kind)
-          assert.is_false(err.retryable)
-          assert.equal(1, err.attempts)
-          assert.matches(name .. ": connection failed after the request was sent", err.message, 1, true)
-          assert.matches(may_have_gone_through(d), err.message, 1, true)
-          local req = assert(client:request(name, copy(call.params)))
-          local _, half_err, retry_in = client:interpret(req, { failure = "broken", message = "reset" }, 1)
-          assert.is_nil(retry_in)
-          assert.is_false(half_err.retryable)
-          assert.matches(may_have_gone_through(d), half_err.message, 1, true)
-        end)
-
-        it("sends one Idempotency-Key on every attempt when the caller opts in to re-sending", function()
-          stub:queue{ FAILURE_500, (success(d, call)) }
-          local res = assert(client:call(name, copy(call.params), { retry_may_duplicate = true }))
-          assert.equal(call.status, res.status)
-          local reqs = stub:requests()
-          assert.equal(2, #reqs)
-          assert.matches(UUID4, reqs[1].headers["idempotency-key"])
-          assert.equal(reqs[1].headers["idempotency-key"], reqs[2].headers["idempotency-key"])
-          assert.equal(reqs[1].body, reqs[2].body)
-          -- and the caller's own key, on both
-          stub:reset()
-          stub:queue{ FAILURE_500, (success(d, call)) }
-          assert(client:call(name, copy(call.params), { retry_may_duplicate = true, idempotency_key = "order-" .. name }))
-          reqs = stub:requests()
-          assert.equal(2, #reqs)
-          assert.equal("order-" .. name, reqs[1].headers["idempotency-key"])
-          assert.equal("order-" .. name, reqs[2].headers["idempotency-key"])
-        end)
-
-        it("is sent once whatever goes wrong after sending, even with max_retries = 5", function()
-          local c = new_client{ max_retries = 5, timeout = 5 }
-          local faults = {
-            { "500", FAILURE_500 },
-            { "502 from a proxy", { status = 502, body = "<html>Bad Gateway</html>", headers = { ["content-type"] = "text/html" } } },
-            { "503 saying x-should-retry: true", { status = 503, body = "", headers = { ["x-should-retry"] = "true",
-              ["retry-after"] = "0" } } },
-            { "504", { status = 504, body = "" } },
-            { "a reset", { mode = "reset" } },
-            { "a close mid-body", { mode = "close_mid_body", status = call.status, json = calls.response(d, call.params) } },
-            { "a timeout", { mode = "stall", duration = 5 }, { timeout = 0.25 } },
-          }
-          for _, fault in ipairs(faults) do
-            stub:reset()
-            local ok = success(d, call)
-            ok["repeat"] = 5
-            stub:queue{ fault[2], ok }
-            local opts = { max_retries = 5 }
-            for k, v in pairs(fault[3] or {}) do opts[k] = v end
-            local res, err = c:call(name, copy(call.params), opts)
-            assert.is_nil(res, fault[1])
-            assert.equal(1, #stub:requests(), fault[1] .. ": sent once")
-            assert.is_false(err.retryable, fault[1])
-            assert.equal(1, err.attempts, fault[1])
-            assert.matches(may_have_gone_through(d), err.message, 1, true)
-          end
-          assert.same({}, sleeps)
-          -- a kept-alive connection that dies under the request: libcurl's own
-          -- re-send on a fresh connection is refused too
-          stub:reset()
-          stub:queue{ (success(d, call)), { mode = "close" }, (success(d, call)) }
-          assert(c:call(name, copy(call.params)))
-          local res, err = c:call(name, copy(call.params))
-          assert.is_nil(res)
-          assert.equal("connection", err.kind)
-          assert.is_false(err.retryable)
-          assert.equal(2, #stub:requests(), "the first call, and one copy of the second")
-          c:close()
-        end)
-      end
 
       it("is not retried when a success cannot be read, and a wrong data shape is a decode error", function()
         local bad_bodies = {

@@ -14,6 +14,7 @@
 local sim = require "telnyx.sim"
 local helpers = require "spec.support.helpers"
 local calls_lib = require "spec.support.calls"
+local checks = require "spec.support.operation_checks"
 local socket = require "socket"
 
 local KEY = "KEYretrypolicy0123456789SECRET"
@@ -22,10 +23,14 @@ local UUID4 = helpers.UUID4
 local MAY_HAVE = "may have gone through: check the SIM card list before trying again"
 local PURCHASE, REGISTER = "/v2/actions/purchase/esims", "/v2/actions/register/sim_cards"
 local free_port = helpers.free_port
+local copy = calls_lib.copy
+local success, as_reply, assert_same_err = checks.success, checks.as_reply, checks.assert_same_err
+local FAILURE_500, may_have_gone_through = checks.FAILURE_500, checks.may_have_gone_through
 
 local function assert_no_key(err) helpers.assert_no_key(KEY, err) end
 
 local function card_path(id) return "/v2/sim_cards/" .. id end
+local function assert_sent(d, call, seen) return checks.assert_sent(KEY, d, call, seen) end
 
 describe("retry policy", function()
   local stub
@@ -418,5 +423,168 @@ describe("retry policy", function()
         assert.equal(2, by_key[first]) -- the 429 and its retry
       end)
     end)
+  end)
+
+  describe("per operation, by its re-send class (calls.lua, sim.describe)", function()
+    local client, sleeps
+
+    local function new_client(opts)
+      local o = { api_key = KEY, base_url = stub.base_url, max_retries = 2,
+        sleep = function(s) sleeps[#sleeps + 1] = s end }
+      for k, v in pairs(opts or {}) do o[k] = v end
+      return assert(sim.new(o))
+    end
+
+    before_each(function()
+      sleeps = {}
+      client = new_client()
+    end)
+    after_each(function() if client then client:close() end end)
+
+    for _, name in ipairs(sim.operations) do
+      local d = sim.describe(name)
+      local call = calls_lib[name]
+      local class = call.resend
+
+      describe(name .. " (" .. call.method .. " " .. d.path .. ", " .. class .. ")", function()
+        if class == "safe" then
+          it("is retried after a 500, and the halves agree on that 500", function()
+            stub:queue{ FAILURE_500, (success(d, call)) }
+            local res, err = client:call(name, copy(call.params))
+            assert.is_nil(err)
+            assert.equal(call.status, res.status)
+            local reqs = stub:requests()
+            assert.equal(2, #reqs)
+            assert.equal(1, #sleeps)
+            assert.is_true(sleeps[1] >= 0.375 and sleeps[1] <= 0.5, "back-off " .. tostring(sleeps[1]))
+            for _, f in ipairs{ "method", "path", "query", "body" } do assert.equal(reqs[1][f], reqs[2][f], f) end
+            assert_sent(d, call, reqs[2])
+            -- one attempt only: the libcurl path and interpret give the same err
+            stub:queue(FAILURE_500)
+            local _, curl_err = client:call(name, copy(call.params), { max_retries = 0 })
+            local req = assert(client:request(name, copy(call.params), { max_retries = 0 }))
+            local none, half_err, retry_in = client:interpret(req, as_reply(FAILURE_500), 1)
+            assert.is_nil(none)
+            assert.is_nil(retry_in)
+            assert_same_err(curl_err, half_err, name)
+            assert.equal(name .. ": HTTP 500: Unexpected error: An unexpected error occurred.", curl_err.message)
+            assert.is_true(curl_err.retryable)
+            assert.is_number(curl_err.retry_after)
+            -- and interpret asks for the retry when one is left
+            req = assert(client:request(name, copy(call.params)))
+            _, half_err, retry_in = client:interpret(req, as_reply(FAILURE_500), 1)
+            assert.is_number(retry_in)
+            assert.is_true(half_err.retryable)
+          end)
+
+          it("is retried after a connection reset once the request was sent", function()
+            stub:queue{ { mode = "reset" }, (success(d, call)) }
+            local res = assert(client:call(name, copy(call.params)))
+            assert.equal(call.status, res.status)
+            assert.equal(2, #stub:requests())
+          end)
+        else
+          it("is never re-sent after a 500, and says to check " .. tostring(d.check), function()
+            stub:queue{ FAILURE_500, (success(d, call)) }
+            local res, err = client:call(name, copy(call.params))
+            assert.is_nil(res)
+            assert.equal(1, #stub:requests())
+            assert.equal("http", err.kind)
+            assert.equal(500, err.status)
+            assert.is_false(err.retryable)
+            assert.is_nil(err.retry_after)
+            assert.equal(1, err.attempts)
+            assert.equal("rq-500", err.request_id)
+            assert.equal(name .. ": HTTP 500: Unexpected error: An unexpected error occurred.; "
+              .. may_have_gone_through(d), err.message)
+            assert.same({ { code = "10007", title = "Unexpected error", detail = "An unexpected error occurred." } },
+              err.errors)
+            assert.same({}, sleeps)
+            -- interpret says the same, and asks for no retry
+            local req = assert(client:request(name, copy(call.params)))
+            local none, half_err, retry_in = client:interpret(req, as_reply(FAILURE_500), 1)
+            assert.is_nil(none)
+            assert.is_nil(retry_in)
+            assert_same_err(err, half_err, name)
+          end)
+
+          it("is never re-sent after a connection reset once the request was sent", function()
+            stub:queue{ { mode = "reset" }, (success(d, call)) }
+            local res, err = client:call(name, copy(call.params))
+            assert.is_nil(res)
+            assert.equal(1, #stub:requests())
+            assert.equal("connection", err.kind)
+            assert.is_false(err.retryable)
+            assert.equal(1, err.attempts)
+            assert.matches(name .. ": connection failed after the request was sent", err.message, 1, true)
+            assert.matches(may_have_gone_through(d), err.message, 1, true)
+            local req = assert(client:request(name, copy(call.params)))
+            local _, half_err, retry_in = client:interpret(req, { failure = "broken", message = "reset" }, 1)
+            assert.is_nil(retry_in)
+            assert.is_false(half_err.retryable)
+            assert.matches(may_have_gone_through(d), half_err.message, 1, true)
+          end)
+
+          it("sends one Idempotency-Key on every attempt when the caller opts in to re-sending", function()
+            stub:queue{ FAILURE_500, (success(d, call)) }
+            local res = assert(client:call(name, copy(call.params), { retry_may_duplicate = true }))
+            assert.equal(call.status, res.status)
+            local reqs = stub:requests()
+            assert.equal(2, #reqs)
+            assert.matches(UUID4, reqs[1].headers["idempotency-key"])
+            assert.equal(reqs[1].headers["idempotency-key"], reqs[2].headers["idempotency-key"])
+            assert.equal(reqs[1].body, reqs[2].body)
+            -- and the caller's own key, on both
+            stub:reset()
+            stub:queue{ FAILURE_500, (success(d, call)) }
+            assert(client:call(name, copy(call.params), { retry_may_duplicate = true, idempotency_key = "order-" .. name }))
+            reqs = stub:requests()
+            assert.equal(2, #reqs)
+            assert.equal("order-" .. name, reqs[1].headers["idempotency-key"])
+            assert.equal("order-" .. name, reqs[2].headers["idempotency-key"])
+          end)
+
+          it("is sent once whatever goes wrong after sending, even with max_retries = 5", function()
+            local c = new_client{ max_retries = 5, timeout = 5 }
+            local faults = {
+              { "500", FAILURE_500 },
+              { "502 from a proxy", { status = 502, body = "<html>Bad Gateway</html>", headers = { ["content-type"] = "text/html" } } },
+              { "503 saying x-should-retry: true", { status = 503, body = "", headers = { ["x-should-retry"] = "true",
+                ["retry-after"] = "0" } } },
+              { "504", { status = 504, body = "" } },
+              { "a reset", { mode = "reset" } },
+              { "a close mid-body", { mode = "close_mid_body", status = call.status, json = calls_lib.response(d, call.params) } },
+              { "a timeout", { mode = "stall", duration = 5 }, { timeout = 0.25 } },
+            }
+            for _, fault in ipairs(faults) do
+              stub:reset()
+              local ok = success(d, call)
+              ok["repeat"] = 5
+              stub:queue{ fault[2], ok }
+              local opts = { max_retries = 5 }
+              for k, v in pairs(fault[3] or {}) do opts[k] = v end
+              local res, err = c:call(name, copy(call.params), opts)
+              assert.is_nil(res, fault[1])
+              assert.equal(1, #stub:requests(), fault[1] .. ": sent once")
+              assert.is_false(err.retryable, fault[1])
+              assert.equal(1, err.attempts, fault[1])
+              assert.matches(may_have_gone_through(d), err.message, 1, true)
+            end
+            assert.same({}, sleeps)
+            -- a kept-alive connection that dies under the request: libcurl's own
+            -- re-send on a fresh connection is refused too
+            stub:reset()
+            stub:queue{ (success(d, call)), { mode = "close" }, (success(d, call)) }
+            assert(c:call(name, copy(call.params)))
+            local res, err = c:call(name, copy(call.params))
+            assert.is_nil(res)
+            assert.equal("connection", err.kind)
+            assert.is_false(err.retryable)
+            assert.equal(2, #stub:requests(), "the first call, and one copy of the second")
+            c:close()
+          end)
+        end
+      end)
+    end
   end)
 end)
