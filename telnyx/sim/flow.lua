@@ -1,8 +1,8 @@
 -- telnyx.sim.flow: the helpers built from single calls, shared by every
 -- client (the C client of telnyx.sim and telnyx.sim.resty's). They use only
--- client:call(name, params, opts) and client:sleep(seconds), so they keep
--- every rule of a single call, and wait the client's way (ngx.sleep in
--- OpenResty).
+-- the client's call, request, batch, sleep and clock (and resty's phase
+-- check), so they keep every rule of a single call, and wait and tell time
+-- the client's way (ngx.sleep in OpenResty).
 --
 --   for card, err in client:each("list_sim_cards", { filter = { tags = { "fleet" } } }) do
 --     if not card then error(tostring(err)) end   -- a failed page: never a silent end
