@@ -2,7 +2,8 @@
 -- through nginx so the worker's event loop never blocks.
 --
 --   local resty = require "telnyx.sim.resty"
---   local client = assert(resty.new{ api_key = KEY })
+--   local client, err = resty.new{ api_key = KEY }   -- once per worker
+--   if not client then error(tostring(err)) end
 --   local res, err = client:purchase_esims{ amount = 2 }
 --
 -- Every rule (validation, request building, response handling, retry policy)
@@ -13,7 +14,7 @@
 -- shared_dict, every worker's calls to that origin (see "The server's pause").
 --
 -- Transports (resty.new's `transport`):
---  * "cosocket", the default when `require "resty.http"` works: lua-resty-http
+--  * "cosocket", the default (refused, naming the library, without it): lua-resty-http
 --    connects (TLS verified against lua_ssl_trusted_certificate, the host name
 --    checked), sends, reads the body a piece at a time under
 --    max_response_bytes, and pools the connections: one pool per origin,
@@ -23,7 +24,7 @@
 --    waits for until the deadline (cosocket timeouts alone are per operation,
 --    re-armed by every byte). A failure before httpc:request is "not_sent";
 --    from then on it is "broken" or "timeout" (see cosocket_transport).
---  * "capture", the default without lua-resty-http (or with `location`): an
+--  * "capture", when asked for (or with `location`): an
 --    ngx.location.capture subrequest to an internal proxy location (see the
 --    docs/openresty.md): the module's headers travel in the
 --    subrequest's ngx.ctx and reach the proxy through set_by_lua variables
