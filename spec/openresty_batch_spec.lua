@@ -415,14 +415,32 @@ describe_nginx("telnyx.sim.resty client:batch in nginx #nginx", function()
       assert.equal(6, #out.progress)
       local failed = 0
       for _, r in ipairs(out.results) do
-        if r.err then
+        if r.err then -- the C client's words (src/batch.c): whether this call was sent, and safe to send again
           failed = failed + 1
           assert.equal("config", r.err.kind)
-          assert.matches("^get_sim_card: the client was closed during the batch$", r.err.message)
+          assert.equal("get_sim_card: the client was closed during the batch"
+            .. (r.err.attempts == 0 and ", before this call was sent" or ""), r.err.message)
+          assert.is_true(r.err.retryable)
         end
       end
       assert.equal(4, failed)
       assert.is_true(#stub:requests() <= 4, #stub:requests())
+    end)
+
+    it("closing the client while a purchase is in flight: it may have gone through, as the C client says", function()
+      local id = helpers.uuid()
+      stub:queue{ match = "/v2/actions/purchase/esims", delay = 2, status = 202,
+        json = { data = { helpers.sim_card() } } }
+      stub:queue{ match = "/v2/sim_cards/" .. id, status = 200, json = { data = helpers.sim_card{ id = id } } }
+      local out = batch{ calls = { { "purchase_esims", { amount = 1 } }, { "get_sim_card", id } },
+        opts = { concurrency = 2 }, progress = { close = 1 } }
+      -- (the purchase waits 2 s at the fake: the get ends first, and its progress closes the client)
+      assert.equal(1, out.ok)
+      local err = out.results[1].err
+      assert.same({ "config", 1, false }, { err.kind, err.attempts, err.retryable })
+      assert.equal("purchase_esims: the client was closed during the batch, after the request was sent; it may "
+        .. "have gone through: check the SIM card list before trying again", err.message)
+      assert.equal(1, #helpers.requests_to(stub, "/v2/actions/purchase/esims")) -- sent once, never again
     end)
   end)
 

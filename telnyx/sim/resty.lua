@@ -795,6 +795,19 @@ end
 -- resume this thread wherever it is (in ngx.sleep in progress, say). Each
 -- thread queues its outcome and posts a semaphore; only an ended thread
 -- (or one that cannot be killed, alone) is waited for.
+-- The err of a call whose client was closed before its batch finished, in
+-- src/batch.c's words (finish_rest_closed; spec/openresty_batch_spec.lua
+-- compares them): one never sent may be sent again; one that spends or
+-- creates and was sent may have gone through.
+local function closed_err(op, tries)
+  local d, sent = sim.describe(op), tries > 0
+  local safe = d.resend == "safe"
+  local message = op .. ": the client was closed during the batch" .. (not sent and ", before this call was sent"
+    or safe and "" or ", after the request was sent; it may have gone through: check " .. d.check
+      .. " before trying again")
+  return sim.error("config", message, { attempts = tries, retryable = not sent or safe })
+end
+
 local function run_batch(self, reqs, concurrency, progress)
   local n = #reqs
   local b = { reqs = reqs, pause_until = 0, attempts = {}, stopped = false,
@@ -810,13 +823,10 @@ local function run_batch(self, reqs, concurrency, progress)
 
   local function loop()
     while done < n do
-      if self.closed then -- by progress, the transport or anyone: the calls not finished get the same err
+      if self.closed then -- by progress, the transport or anyone: the calls not finished get C's err
         stop_threads(b)
         for i = 1, n do
-          if not results[i] then
-            finish(i, nil, sim.error("config", reqs[i].operation .. ": the client was closed during the batch",
-              { attempts = b.attempts[i] or 0 }))
-          end
+          if not results[i] then finish(i, nil, closed_err(reqs[i].operation, b.attempts[i] or 0)) end
         end
         return
       end
