@@ -60,11 +60,6 @@ static const struct rule client_options[] = {
 };
 #undef OPT
 
-/* Client methods no operation may be named after (the table check says so). */
-static const char *const client_method_names[] = {
-  "close", "request", "interpret", "call", "sleep", "clock", "each", "wait_for_action", "batch", "get_activation_codes", NULL
-};
-
 /* ===================================================================== */
 /* The client                                                             */
 /* ===================================================================== */
@@ -599,8 +594,6 @@ int luaopen_telnyx_sim(lua_State *L) {
   size_t i;
   int array_mt;
   if (!tsim_transport_global_init(&why)) return luaL_error(L, "telnyx.sim: curl_global_init failed: %s", why);
-  if ((why = tsim_check_table(client_method_names)) != NULL)
-    return luaL_error(L, "telnyx.sim: broken operation table: %s", why);
   lua_settop(L, 0);
   if (!tsim_json_open(L))
     return luaL_error(L, "telnyx.sim needs lua-cjson (luarocks install lua-cjson, or apt-get install lua-cjson): %s",

@@ -344,6 +344,56 @@ describe("every operation", function()
       end
     end)
 
+    -- The rows are static data: checked here, by the rules the engine relies on (a path param it fills in
+    -- is there, a query or path value has a text form), not at every require.
+    it("is consistent: paths, names, kinds and places fit what the engine can send", function()
+      local CLIENT_METHODS = { "close", "request", "interpret", "call", "sleep", "clock", "each", "wait_for_action",
+        "batch", "get_activation_codes" }
+      local SCALAR = { integer = true, string = true, boolean = true }
+      local API_KIND = { integer = true, string = true, boolean = true, object = true, array = true }
+      local function check_rule(name, r, place, depth)
+        local where = name .. ", field '" .. tostring(r.name) .. "'"
+        assert.is_true(depth <= 8, where .. ": nested too deeply")
+        assert.is_true(API_KIND[r.kind] == true, where .. ": kind not allowed in an operation")
+        assert.equal(r.kind == "object", r.fields ~= nil, where .. ": fields iff object")
+        assert.equal(r.kind == "array", r.items ~= nil, where .. ": items iff array")
+        if r.enum or r.format then assert.equal("string", r.kind, where .. ": enum or format on a non-string") end
+        if place == "path" then assert.is_true(SCALAR[r.kind] == true, where .. ": a path param is a scalar") end
+        if place == "query" and r.kind == "array" then
+          assert.is_true(SCALAR[r.items.kind] == true, where .. ": a query array holds scalars")
+        end
+        if r.items then check_rule(name, r.items, place, depth + 1) end
+        local seen = {}
+        for _, f in ipairs(r.fields or {}) do
+          assert.is_nil(seen[f.name], where .. ": '" .. f.name .. "' defined twice")
+          seen[f.name] = true
+          check_rule(name, f, place or f.place, depth + 1)
+        end
+      end
+      local names = {}
+      for _, m in ipairs(CLIENT_METHODS) do names[m] = "a client method" end
+      for _, name in ipairs(sim.operations) do
+        assert.is_nil(names[name], name .. ": shadows " .. tostring(names[name]))
+        names[name] = "an operation"
+        local d = sim.describe(name)
+        assert.is_string(d.noun, name)
+        check_rule(name, d.params, nil, 0)
+        local in_path = {}
+        for _, f in ipairs(d.params.fields) do
+          if f.place == "body" then assert.equal("json", d.body, name .. ": a body param in a row without a body") end
+          if f.place == "path" then in_path[f.name] = f end
+        end
+        for placeholder in d.path:gmatch("{([^}]*)}") do
+          local f = in_path[placeholder]
+          assert.is_true(f ~= nil and f.required == true, name .. ": {" .. placeholder .. "} is no required path param")
+          in_path[placeholder] = nil
+        end
+        assert.is_nil(next(in_path), name .. ": a path param that is not in the path")
+        assert.equal(select(2, d.path:gsub("{", "")), select(2, d.path:gsub("}", "")), name .. ": unclosed {")
+      end
+      for _, m in ipairs(CLIENT_METHODS) do assert.is_function(client[m], "the client has no method " .. m) end
+    end)
+
     it("gives the invalid-params generator every rule kind, format and constraint to work on", function()
       local seen = {}
       for _, name in ipairs(sim.operations) do coverage_of(sim.describe(name).params, seen) end

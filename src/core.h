@@ -66,7 +66,6 @@ void tsim_build_body(lua_State *L, struct strbuf *b, const struct rule *fields, 
 void tsim_build_url(lua_State *L, struct strbuf *b, const char *base_url,
                     const struct operation *op, int idx);
 void tsim_describe(lua_State *L, const struct operation *op);
-const char *tsim_check_table(const char *const *reserved); /* NULL, or what is wrong */
 int tsim_is_nullable_null(lua_State *L, int idx);
 
 /* --- interpret.c: the response half --- */

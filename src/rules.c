@@ -7,7 +7,6 @@
  *   emit JSON  validated params -> the request body
  *   emit URL   validated params -> path and query (filter[a][b]=x,y)
  *   describe   a row and its rules -> plain Lua tables (sim.describe)
- *   check      the table itself, once, when the module loads
  *
  * Each kind's behaviour (check, emit, message words, option field) sits in
  * one row of `kinds[]` below; each string format's in TSIM_FORMATS (rules.h,
@@ -60,7 +59,6 @@ struct kind_row {
   emit_fn json;          /* NULL: cannot go in a body */
   emit_fn text;          /* NULL: not a scalar, cannot go in a path or a query value */
   query_fn query;        /* NULL: cannot go in a query */
-  int api;               /* may appear in an operation's rows */
   say_fn say;            /* pushes what the rule asks for: "must be ..." */
   const char *says;      /* say_plain's words */
   const char *bounds_as; /* say_plain: what comes before the bounds; NULL: none shown */
@@ -566,21 +564,21 @@ static void query_scalar(lua_State *L, struct strbuf *b, const struct rule *r, i
                          char *sep);
 
 static const struct kind_row kinds[K_COUNT_] = {
-  [K_INTEGER] = {"integer", check_integer, text_integer, text_integer, query_scalar, 1,
+  [K_INTEGER] = {"integer", check_integer, text_integer, text_integer, query_scalar,
                  say_plain, "must be an integer", "", fill_long, sizeof(long)},
-  [K_STRING] = {"string", check_string, json_string, text_string, query_scalar, 1,
+  [K_STRING] = {"string", check_string, json_string, text_string, query_scalar,
                 say_string, NULL, NULL, fill_text, sizeof(struct tsim_text)},
-  [K_BOOLEAN] = {"boolean", check_boolean, text_boolean, text_boolean, query_scalar, 1,
+  [K_BOOLEAN] = {"boolean", check_boolean, text_boolean, text_boolean, query_scalar,
                  say_plain, "must be a boolean", NULL, fill_bool, sizeof(int)},
-  [K_OBJECT] = {"object", check_object, json_object, NULL, query_object, 1,
+  [K_OBJECT] = {"object", check_object, json_object, NULL, query_object,
                 say_plain, "must be a table of fields", NULL, NULL, 0},
-  [K_ARRAY] = {"array", check_array, json_array, NULL, query_array, 1,
+  [K_ARRAY] = {"array", check_array, json_array, NULL, query_array,
                say_plain, "must be an array (a sequence 1..n)", ", length", NULL, 0},
-  [K_NUMBER] = {"number", check_number, NULL, NULL, NULL, 0,
+  [K_NUMBER] = {"number", check_number, NULL, NULL, NULL,
                 say_plain, "must be a number", "", fill_double, sizeof(double)},
-  [K_FUNCTION] = {"function", check_function, NULL, NULL, NULL, 0,
+  [K_FUNCTION] = {"function", check_function, NULL, NULL, NULL,
                   say_plain, "must be a function", NULL, fill_slot, sizeof(int)},
-  [K_MAP] = {"map", check_map, NULL, NULL, NULL, 0,
+  [K_MAP] = {"map", check_map, NULL, NULL, NULL,
              say_plain, "must be a table of names to values", NULL, fill_slot, sizeof(int)},
 };
 
@@ -750,7 +748,7 @@ void tsim_build_url(lua_State *L, struct strbuf *b, const char *base_url, const 
     const char *open = strchr(p, '{'), *close = open ? strchr(open, '}') : NULL;
     if (close == NULL) { sb_addstr(L, b, p); break; }
     sb_add(L, b, p, (size_t)(open - p));
-    f = path_rule(op, open + 1, (size_t)(close - open - 1)); /* the table check proved it exists */
+    f = path_rule(op, open + 1, (size_t)(close - open - 1)); /* operations_spec checks the table: it exists */
     compat_rawgetfield(L, idx, f->name);
     kinds[f->kind].text(L, b, f, lua_gettop(L));
     lua_pop(L, 1);
@@ -850,90 +848,4 @@ void tsim_describe(lua_State *L, const struct operation *op) {
   push_fields(L, op->params, 1);
   lua_setfield(L, -2, "fields");
   lua_setfield(L, -2, "params");
-}
-
-/* ===================================================================== */
-/* The table checks itself at load                                        */
-/* ===================================================================== */
-
-static char table_problem[256];
-
-static const char *problem(const struct operation *op, const char *field, const char *what) {
-  snprintf(table_problem, sizeof table_problem, "operation '%s'%s%s%s: %s", op->name,
-           field ? ", field '" : "", field ? field : "", field ? "'" : "", what);
-  return table_problem;
-}
-
-/* A rule's own consistency; `place` is where its root travels. */
-static const char *check_rule(const struct operation *op, const struct rule *r, enum place place, int depth) {
-  const struct rule *f;
-  if (depth > 8) return problem(op, r->name, "nested too deeply");
-  if (r->kind >= K_COUNT_ || !kinds[r->kind].api) return problem(op, r->name, "kind not allowed in an operation");
-  if ((r->kind == K_OBJECT) != (r->fields != NULL)) return problem(op, r->name, "fields iff object");
-  if ((r->kind == K_ARRAY) != (r->items != NULL)) return problem(op, r->name, "items iff array");
-  if ((r->choices != NULL || r->format != F_NONE) && r->kind != K_STRING)
-    return problem(op, r->name, "enum or format on a non-string");
-  if (place == IN_PATH && kinds[r->kind].text == NULL) return problem(op, r->name, "a path param must be a scalar");
-  if (place == IN_QUERY && r->kind == K_ARRAY && kinds[r->items->kind].text == NULL)
-    return problem(op, r->name, "a query array must hold scalars");
-  if (place == IN_BODY && op->body == BODY_NONE) return problem(op, r->name, "a body param in a row without a body");
-  if (r->items != NULL) {
-    const char *p = check_rule(op, r->items, place, depth + 1);
-    if (p != NULL) return p;
-  }
-  for (f = r->fields; f != NULL && f->name != NULL; f++) {
-    const struct rule *g;
-    const char *p;
-    for (g = f + 1; g->name != NULL; g++)
-      if (strcmp(f->name, g->name) == 0) return problem(op, f->name, "defined twice");
-    if ((p = check_rule(op, f, place, depth + 1)) != NULL) return p;
-  }
-  return NULL;
-}
-
-/* Every {x} in the path is a required path param, and every path param is in the path. */
-static const char *check_path(const struct operation *op) {
-  const struct rule *f;
-  const char *p = op->path;
-  int placeholders = 0, path_params = 0;
-  while ((p = strchr(p, '{')) != NULL) {
-    const char *close = strchr(p, '}');
-    if (close == NULL) return problem(op, NULL, "unclosed { in the path");
-    f = path_rule(op, p + 1, (size_t)(close - p - 1));
-    if (f == NULL || !(f->flags & R_REQUIRED)) return problem(op, NULL, "a {name} in the path without a required path param");
-    placeholders++;
-    p = close + 1;
-  }
-  for (f = op->params; f->name != NULL; f++) path_params += f->place == IN_PATH;
-  return placeholders == path_params ? NULL : problem(op, NULL, "a path param that is not in the path");
-}
-
-static const char *check_row(const struct operation *op, const char *const *reserved) {
-  const struct rule *f;
-  const char *const *m;
-  const char *p;
-  size_t i;
-  for (m = reserved; *m != NULL; m++)
-    if (strcmp(*m, op->name) == 0) return problem(op, NULL, "shadows a client method");
-  for (i = 0; &tsim_operations[i] != op; i++)
-    if (strcmp(tsim_operations[i].name, op->name) == 0) return problem(op, NULL, "defined twice");
-  if ((op->resend == RESEND_SAFE) != (op->check == NULL) || op->noun == NULL)
-    return problem(op, NULL, "needs a noun, and a check exactly when re-sending is not safe");
-  if ((p = check_path(op)) != NULL) return p;
-  for (f = op->params; f->name != NULL; f++) {
-    const struct rule *g;
-    for (g = f + 1; g->name != NULL; g++)
-      if (strcmp(f->name, g->name) == 0) return problem(op, f->name, "defined twice");
-    if ((p = check_rule(op, f, f->place, 0)) != NULL) return p;
-  }
-  return NULL;
-}
-
-const char *tsim_check_table(const char *const *reserved) {
-  size_t i;
-  for (i = 0; i < tsim_n_operations; i++) {
-    const char *p = check_row(&tsim_operations[i], reserved);
-    if (p != NULL) return p;
-  }
-  return NULL;
 }
