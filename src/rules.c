@@ -13,6 +13,7 @@
  * checked in formats.c). No I/O here.
  */
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -36,9 +37,13 @@ struct walk {
   char *into; /* the option struct a top-level value fills, or NULL */
 };
 
-/* The walk one step down (into seg s): nothing below the top fills anything. */
-static struct walk below(const struct walk *w, const struct seg *s) {
+/* The walk one step down, to field `name` or (name NULL) item `index`, its
+ * step kept in s: nothing below the top fills anything. */
+static struct walk below(const struct walk *w, struct seg *s, const char *name, long index) {
   struct walk sub;
+  s->up = w->at;
+  s->name = name;
+  s->index = index;
   sub.v = w->v;
   sub.at = s;
   sub.into = NULL;
@@ -160,17 +165,29 @@ static void push_rule_text(lua_State *L, const struct rule *r) {
   }
 }
 
-/* Pushes an invalid_params err: "who: 'path' rule (detail)", field = path. */
+/* Every err of a walk: invalid_params, its field the path pushed at `path`,
+ * its message fmt (whose arguments may read the path); leaves only the err,
+ * in the path's slot. Returns 0 for the checks' callers. */
+static int path_error(lua_State *L, int path, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  lua_pushvfstring(L, fmt, ap);
+  va_end(ap);
+  tsim_push_error(L, "invalid_params", "%s", lua_tostring(L, -1));
+  lua_pushvalue(L, path);
+  lua_setfield(L, -2, "field");
+  lua_replace(L, path);
+  lua_settop(L, path);
+  return 0;
+}
+
+/* "who: 'path' rule (detail)". */
 static int fail(lua_State *L, const struct walk *w, const struct rule *r, const char *detail) {
+  int path = lua_gettop(L) + 1;
   push_path(L, w);
   push_rule_text(L, r);
-  tsim_push_error(L, "invalid_params", "%s: %s'%s' %s (%s)", w->v->who, w->v->options ? "option " : "",
-                  lua_tostring(L, -2), lua_tostring(L, -1), detail);
-  lua_pushvalue(L, -3);
-  lua_setfield(L, -2, "field");
-  lua_replace(L, -3);
-  lua_pop(L, 1);
-  return 0;
+  return path_error(L, path, "%s: %s'%s' %s (%s)", w->v->who, w->v->options ? "option " : "",
+                    lua_tostring(L, path), lua_tostring(L, -1), detail);
 }
 
 static int fail_value(lua_State *L, const struct walk *w, const struct rule *r, int idx) {
@@ -309,8 +326,7 @@ static int check_array(lua_State *L, const struct rule *r, int idx, const struct
     struct seg s;
     struct walk sub;
     int ok;
-    s.up = w->at; s.name = NULL; s.index = i;
-    sub = below(w, &s);
+    sub = below(w, &s, NULL, i);
     lua_rawgeti(L, idx, (int)i);
     ok = check_value(L, r->items, lua_gettop(L), &sub);
     if (!ok) { lua_remove(L, -2); return 0; }
@@ -330,12 +346,10 @@ static const struct rule *find_field(const struct rule *fields, const char *name
 /* A key no path can name ([true] = 1, [2.5] = 1): the table that has it. */
 static int fail_key_type(lua_State *L, const struct walk *w, const char *noun, int key) {
   char what[64];
+  int path = lua_gettop(L) + 1;
   push_path(L, w);
-  tsim_push_error(L, "invalid_params", "%s: %s takes %s names as keys (%s as a key)", w->v->who,
-                  lua_tostring(L, -1), noun, describe_value(L, key, what, sizeof what));
-  lua_insert(L, -2);
-  lua_setfield(L, -2, "field");
-  return 0;
+  return path_error(L, path, "%s: %s takes %s names as keys (%s as a key)", w->v->who, lua_tostring(L, path), noun,
+                    describe_value(L, key, what, sizeof what));
 }
 
 /* "unknown field 'x' (known fields: a, b)", naming the unknown key's path. */
@@ -343,45 +357,33 @@ static int fail_unknown(lua_State *L, const struct walk *w, const struct rule *f
   luaL_Buffer b;
   const struct rule *f;
   const char *noun = w->v->options ? "option" : "field";
+  const char *name = lua_type(L, key) == LUA_TSTRING ? lua_tostring(L, key) : NULL;
+  double d = lua_type(L, key) == LUA_TNUMBER ? (double)lua_tonumber(L, key) : 0;
+  long index = d >= 1 && d <= 1e9 && floor(d) == d ? (long)d : 0; /* an array-style key reads as one: filter[1] */
+  int path = lua_gettop(L) + 1;
   struct seg s;
   struct walk sub;
-  s.up = w->at; s.index = 0;
-  s.name = lua_type(L, key) == LUA_TSTRING ? lua_tostring(L, key) : NULL;
-  if (lua_type(L, key) == LUA_TNUMBER) {
-    double d = (double)lua_tonumber(L, key);
-    if (d >= 1 && d <= 1e9 && floor(d) == d) s.index = (long)d; /* an array-style key reads as one: filter[1] */
-  }
-  if (s.name == NULL && s.index == 0) return fail_key_type(L, w, noun, key);
-  sub = below(w, &s);
+  if (name == NULL && index == 0) return fail_key_type(L, w, noun, key);
+  sub = below(w, &s, name, index);
+  push_path(L, &sub);
   luaL_buffinit(L, &b);
   for (f = fields; f->name != NULL; f++) {
     if (f != fields) luaL_addstring(&b, ", ");
     luaL_addstring(&b, f->name);
   }
   luaL_pushresult(&b);
-  push_path(L, &sub);
-  tsim_push_error(L, "invalid_params", "%s: unknown %s '%s' (known %ss: %s)", w->v->who, noun,
-                  lua_tostring(L, -1), noun, lua_tostring(L, -2));
-  lua_pushvalue(L, -2);
-  lua_setfield(L, -2, "field");
-  lua_replace(L, -3);
-  lua_pop(L, 1);
-  return 0;
+  return path_error(L, path, "%s: unknown %s '%s' (known %ss: %s)", w->v->who, noun, lua_tostring(L, path), noun,
+                    lua_tostring(L, -1));
 }
 
 /* "who: 'path' is required (missing)". */
 static int fail_missing(lua_State *L, const struct walk *w, const struct rule *f) {
   struct seg s;
-  struct walk sub;
-  s.up = w->at; s.name = f->name; s.index = 0;
-  sub = below(w, &s);
+  struct walk sub = below(w, &s, f->name, 0);
+  int path = lua_gettop(L) + 1;
   push_path(L, &sub);
-  tsim_push_error(L, "invalid_params", "%s: %s'%s' is required (missing)", w->v->who,
-                  w->v->options ? "option " : "", lua_tostring(L, -1));
-  lua_pushvalue(L, -2);
-  lua_setfield(L, -2, "field");
-  lua_remove(L, -2);
-  return 0;
+  return path_error(L, path, "%s: %s'%s' is required (missing)", w->v->who, w->v->options ? "option " : "",
+                    lua_tostring(L, path));
 }
 
 /* A valid option's value into its field of the option struct. */
@@ -402,8 +404,7 @@ static int check_fields(lua_State *L, const struct rule *fields, int idx, const 
     } else {
       struct seg s;
       struct walk sub;
-      s.up = w->at; s.name = f->name; s.index = 0;
-      sub = below(w, &s);
+      sub = below(w, &s, f->name, 0);
       ok = check_value(L, f, lua_gettop(L), &sub);
       if (ok && w->into != NULL) fill_option(L, f, lua_gettop(L), w->into);
     }
@@ -440,8 +441,7 @@ static int check_map(lua_State *L, const struct rule *r, int idx, const struct w
       lua_replace(L, -3); lua_pop(L, 1);
       return 0;
     }
-    s.up = w->at; s.name = lua_tostring(L, -2); s.index = 0;
-    sub = below(w, &s);
+    sub = below(w, &s, lua_tostring(L, -2), 0);
     if (!check_value(L, r->items, lua_gettop(L), &sub)) { lua_replace(L, -3); lua_pop(L, 1); return 0; }
     lua_pop(L, 1);
   }
