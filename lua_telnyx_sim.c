@@ -28,11 +28,7 @@
 #include "src/transport.h"
 #include "src/client.h"
 
-
-
-/* ===================================================================== */
-/* Options: rule trees, checked by the same engine as params              */
-/* ===================================================================== */
+/* --- Options: rule trees, checked by the same engine as params --- */
 
 /* sim.new's options as the engine fills them; absent ones keep sim_new's defaults. */
 struct client_opts {
@@ -60,9 +56,7 @@ static const struct rule client_options[] = {
 };
 #undef OPT
 
-/* ===================================================================== */
-/* The client                                                             */
-/* ===================================================================== */
+/* --- The client --- */
 
 static char *dup_string(const char *s) {
   size_t n = strlen(s) + 1;
@@ -102,9 +96,7 @@ static int client_tostring(lua_State *L) {
   return 1;
 }
 
-/* ===================================================================== */
-/* sim.new                                                                */
-/* ===================================================================== */
+/* --- sim.new --- */
 
 /* Pushes a config err naming the option; returns 0 for configure's callers. */
 static int config_fail(lua_State *L, const char *field, const char *fmt, const char *detail) {
@@ -220,15 +212,7 @@ static int sim_new(lua_State *L) {
   return 1;
 }
 
-/* ===================================================================== */
-/* A call: validate and build (no I/O)                                    */
-/* ===================================================================== */
-
-static int prepare_call(lua_State *L, struct client *c, struct call *k) { return tsim_prepare_call_at(L, c, k, 2); }
-
-/* ===================================================================== */
-/* A call: send, interpret, retry (the libcurl path)                      */
-/* ===================================================================== */
+/* --- A call (call.c prepares and runs it) --- */
 
 /* client:sleep(seconds): the client's way of waiting, for telnyx.sim.flow. */
 static int client_sleep(lua_State *L) {
@@ -256,7 +240,7 @@ static int call_operation(lua_State *L, const struct operation *op) {
   lua_settop(L, 3);
   lua_pushvalue(L, UV_ARRAY_MT);
   array_mt = lua_gettop(L);
-  if (!prepare_call(L, c, &k)) return tsim_return_error(L);
+  if (!tsim_prepare_call_at(L, c, &k, 2)) return tsim_return_error(L);
   return tsim_run_call(L, c, &k, array_mt);
 }
 
@@ -283,9 +267,7 @@ static int client_call(lua_State *L) {
   return call_operation(L, op);
 }
 
-/* ===================================================================== */
-/* The two I/O-free halves, for transports that live outside C            */
-/* ===================================================================== */
+/* --- The two I/O-free halves, for transports that live outside C --- */
 
 /* The headers of a call, as the libcurl path sends them (transport.c builds
  * the same lines): the client's, Content-Type with a JSON body, the call's. */
@@ -305,14 +287,7 @@ static void push_request_headers(lua_State *L, const struct client *c, const str
     lua_pushstring(L, k->idempotency_key);
     lua_setfield(L, -2, "Idempotency-Key");
   }
-  if (k->headers_idx != 0) {
-    lua_pushnil(L);
-    while (lua_next(L, k->headers_idx) != 0) {
-      lua_pushvalue(L, -2);
-      lua_insert(L, -2);
-      lua_rawset(L, -4);
-    }
-  }
+  if (k->headers_idx != 0) tsim_copy_into(L, k->headers_idx);
 }
 
 /*
@@ -327,7 +302,7 @@ static int client_request(lua_State *L) {
   if ((k.op = check_operation(L, 2, "request")) == NULL) return tsim_return_error(L);
   lua_settop(L, 4);
   lua_remove(L, 2);
-  if (!prepare_call(L, c, &k)) return tsim_return_error(L);
+  if (!tsim_prepare_call_at(L, c, &k, 2)) return tsim_return_error(L);
   lua_createtable(L, 0, 10);
   tsim_set_string(L, "operation", k.op->name);
   tsim_set_string(L, "method", k.op->method);
@@ -364,8 +339,6 @@ static void meta_from_table(lua_State *L, int idx, struct response_meta *m) {
       size_t nlen, vlen;
       const char *name = lua_tolstring(L, -2, &nlen);
       const char *value = lua_tolstring(L, -1, &vlen);
-      while (vlen > 0 && (*value == ' ' || *value == '\t')) { value++; vlen--; }
-      while (vlen > 0 && (value[vlen - 1] == ' ' || value[vlen - 1] == '\t')) vlen--;
       tsim_meta_note(m, name, nlen, value, vlen);
     }
     lua_pop(L, 1);
@@ -452,9 +425,7 @@ static int client_interpret(lua_State *L) {
   return 2;
 }
 
-/* ===================================================================== */
-/* Module functions                                                       */
-/* ===================================================================== */
+/* --- Module functions --- */
 
 /* sim.error(kind, message [, fields]) -> err: for Lua transports and adapters
  * whose own failures should look like every other err. */
@@ -464,14 +435,7 @@ static int sim_error(lua_State *L) {
   if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
   lua_settop(L, 3);
   tsim_push_error(L, kind, "%s", message);
-  if (lua_istable(L, 3)) {
-    lua_pushnil(L);
-    while (lua_next(L, 3) != 0) {
-      lua_pushvalue(L, -2);
-      lua_insert(L, -2);
-      lua_rawset(L, 4);
-    }
-  }
+  if (lua_istable(L, 3)) tsim_copy_into(L, 3);
   return 1;
 }
 
@@ -492,9 +456,7 @@ static int sim_encode(lua_State *L) {
   return tsim_return_error(L);
 }
 
-/* ===================================================================== */
-/* luaopen                                                                */
-/* ===================================================================== */
+/* --- luaopen --- */
 
 static void set_closures(lua_State *L, const luaL_Reg *l, int array_mt) {
   for (; l->name != NULL; l++) {

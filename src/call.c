@@ -90,13 +90,8 @@ static const char *const reserved_headers[] = {
 
 static int header_reserved(const char *name) {
   const char *const *r;
-  for (r = reserved_headers; *r != NULL; r++) {
-    size_t i, n = strlen(*r);
-    if (strlen(name) != n) continue;
-    for (i = 0; i < n; i++)
-      if ((name[i] >= 'A' && name[i] <= 'Z' ? name[i] + 32 : name[i]) != (*r)[i]) break;
-    if (i == n) return 1;
-  }
+  for (r = reserved_headers; *r != NULL; r++)
+    if (tsim_name_is(name, strlen(name), *r)) return 1;
   return 0;
 }
 
@@ -126,12 +121,7 @@ static int check_header_names(lua_State *L, const struct operation *op, int idx)
  * table later (from sleep, from a batch's progress) cannot reach the call. */
 static void copy_table(lua_State *L, int idx) {
   lua_newtable(L);
-  lua_pushnil(L);
-  while (lua_next(L, idx) != 0) {
-    lua_pushvalue(L, -2);
-    lua_insert(L, -2);
-    lua_rawset(L, -4);
-  }
+  tsim_copy_into(L, idx);
   lua_replace(L, idx);
 }
 

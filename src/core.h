@@ -23,6 +23,7 @@ void tsim_push_error(lua_State *L, const char *kind, const char *fmt, ...);
 void tsim_set_string(lua_State *L, const char *key, const char *value);
 void tsim_set_int(lua_State *L, const char *key, long value);
 void tsim_set_bool(lua_State *L, const char *key, int value);
+void tsim_copy_into(lua_State *L, int from); /* every pair of the table at from into the one on top (raw) */
 int tsim_return_error(lua_State *L);      /* nil, err (err on top) */
 int tsim_error_tostring(lua_State *L);    /* __tostring of an err */
 void tsim_push_escaped(lua_State *L, const char *s, size_t n); /* control characters as \n, \x1b */

@@ -44,6 +44,16 @@ void tsim_set_bool(lua_State *L, const char *key, int value) {
   lua_setfield(L, -2, key);
 }
 
+/* t[k] = v (raw) into the table on top, for every pair of the table at from. */
+void tsim_copy_into(lua_State *L, int from) {
+  lua_pushnil(L);
+  while (lua_next(L, from) != 0) {
+    lua_pushvalue(L, -2);
+    lua_insert(L, -2);
+    lua_rawset(L, -4);
+  }
+}
+
 /* Pushes "a, b, c" (each in `quote` marks) for a NULL-terminated name list. */
 void tsim_push_joined(lua_State *L, const char *const *names, const char *quote) {
   luaL_Buffer b;

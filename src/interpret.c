@@ -13,9 +13,7 @@
 #include "core.h"
 #include "json.h"
 
-/* ===================================================================== */
-/* Response headers                                                       */
-/* ===================================================================== */
+/* --- Response headers --- */
 
 void tsim_meta_reset(struct response_meta *m) {
   m->request_id[0] = m->location[0] = m->content_type[0] = '\0';
@@ -89,7 +87,7 @@ enum meta_header { M_REQUEST_ID, M_LOCATION, M_CONTENT_TYPE, M_SHOULD_RETRY, M_R
 static const char *const meta_names[] = {"x-request-id", "location", "content-type", "x-should-retry",
                                          "retry-after-ms", "retry-after", NULL};
 
-/* Notes one response header (value already trimmed). A header sent twice
+/* Notes one response header (its value trimmed here). A header sent twice
  * counts by its first copy, whichever transport read it (a headers table
  * gives a list's first value). */
 void tsim_meta_note(struct response_meta *m, const char *name, size_t nlen, const char *v, size_t vlen) {
@@ -97,6 +95,9 @@ void tsim_meta_note(struct response_meta *m, const char *name, size_t nlen, cons
   for (i = 0; meta_names[i] != NULL && !tsim_name_is(name, nlen, meta_names[i]); i++) {}
   if (meta_names[i] == NULL || (m->seen & (1u << i))) return;
   m->seen |= 1u << i;
+  while (vlen > 0 && (*v == ' ' || *v == '\t')) { v++; vlen--; }
+  while (vlen > 0 && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t' || v[vlen - 1] == '\r' || v[vlen - 1] == '\n'))
+    vlen--;
   switch ((enum meta_header)i) {
     case M_REQUEST_ID: keep_header_value(m->request_id, sizeof m->request_id, v, vlen); break;
     case M_LOCATION: keep_header_value(m->location, sizeof m->location, v, vlen); break;
@@ -118,9 +119,7 @@ void tsim_meta_note(struct response_meta *m, const char *name, size_t nlen, cons
   }
 }
 
-/* ===================================================================== */
-/* The retry verdict                                                      */
-/* ===================================================================== */
+/* --- The retry verdict --- */
 
 /* Back-off before retry number `attempt` (1-based): the server's word when
  * it is sane, else 0.5 s doubling to 8 s, less up to 25 % jitter. */
@@ -195,9 +194,7 @@ static struct retry_verdict judge_retry(const struct operation *op, const struct
   return v;
 }
 
-/* ===================================================================== */
-/* Decoding and shape                                                     */
-/* ===================================================================== */
+/* --- Decoding and shape --- */
 
 static int body_is_object(const char *s, size_t n) {
   size_t i = 0;
@@ -267,9 +264,7 @@ static const char *result_problem(lua_State *L, const struct operation *op, int 
   return ok ? NULL : "'data' is not an object";
 }
 
-/* ===================================================================== */
-/* Errors                                                                 */
-/* ===================================================================== */
+/* --- Errors --- */
 
 /* Pushes the string at idx, escaped (tsim_push_escaped): a server's words go
  * into one-line messages, and must not forge another log line. */

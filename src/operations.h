@@ -22,9 +22,7 @@
 
 #include "rules.h"
 
-/* ===================================================================== */
-/* Shared pieces                                                          */
-/* ===================================================================== */
+/* --- Shared pieces --- */
 
 /* Enums, in the document's order. */
 static const char *const settable_statuses[] = {"enabled", "disabled", "standby", NULL};
@@ -78,9 +76,7 @@ static const struct rule id_only_params[] = {
   END
 };
 
-/* ===================================================================== */
-/* Purchase / register: new SIM cards on the account                      */
-/* ===================================================================== */
+/* --- Purchase / register: new SIM cards on the account --- */
 
 static const struct rule purchase_esims_params[] = {
   { "amount", K_INTEGER, REQUIRED, IN(IN_BODY), MIN(1) },
@@ -100,9 +96,7 @@ static const struct rule register_sim_cards_params[] = {
   END
 };
 
-/* ===================================================================== */
-/* SIM cards: one card, its actions, its reads, and the bulk forms        */
-/* ===================================================================== */
+/* --- SIM cards: one card, its actions, its reads, and the bulk forms --- */
 
 static const struct rule sim_card_filter_fields[] = {
   { "iccid", K_STRING, MIN(1) },
@@ -176,9 +170,7 @@ static const struct rule bulk_set_public_ips_params[] = {
   END
 };
 
-/* ===================================================================== */
-/* Actions: the asynchronous SIM card actions and their bulk parents      */
-/* ===================================================================== */
+/* --- Actions: the asynchronous SIM card actions and their bulk parents --- */
 
 static const struct rule sim_card_action_filter_fields[] = {
   { "action_type", K_STRING, ONE_OF(sim_card_action_types) },
@@ -205,9 +197,7 @@ static const struct rule list_bulk_sim_card_actions_params[] = {
   END
 };
 
-/* ===================================================================== */
-/* Groups: CRUD, the four asynchronous group actions, and their list      */
-/* ===================================================================== */
+/* --- Groups: CRUD, the four asynchronous group actions, and their list --- */
 
 static const struct rule group_filter_fields[] = {
   { "name", K_STRING, MIN(1) },
@@ -266,9 +256,7 @@ static const struct rule list_sim_card_group_actions_params[] = {
   END
 };
 
-/* ===================================================================== */
-/* Orders: physical SIM cards shipped to an address                       */
-/* ===================================================================== */
+/* --- Orders: physical SIM cards shipped to an address --- */
 
 /* quantity, address_id: preview and create take the same body. */
 static const struct rule order_params[] = {
@@ -301,9 +289,7 @@ static const struct rule list_sim_card_orders_params[] = {
   END
 };
 
-/* ===================================================================== */
-/* Data-usage notifications: one threshold per SIM card                   */
-/* ===================================================================== */
+/* --- Data-usage notifications: one threshold per SIM card --- */
 
 static const struct rule notification_filter_fields[] = {
   { "sim_card_id", K_STRING, FORMAT(F_UUID) },
@@ -331,9 +317,7 @@ static const struct rule update_notification_params[] = {
   END
 };
 
-/* ===================================================================== */
-/* Reference: read-only lists Telnyx manages                              */
-/* ===================================================================== */
+/* --- Reference: read-only lists Telnyx manages --- */
 
 static const struct rule list_wireless_regions_params[] = {
   /* "public_ips", "private_wireless_gateways", ...: the document has no enum */
@@ -365,9 +349,7 @@ static const struct rule list_mobile_network_operators_params[] = {
   END
 };
 
-/* ===================================================================== */
-/* The table                                                              */
-/* ===================================================================== */
+/* --- The table --- */
 
 /* name, method, path, body, result, resend, noun, check, params.
  * resend (NOTES.md "What a second copy of a request does"): purchase, order

@@ -20,9 +20,7 @@
 #include "compat.h"
 #include "core.h"
 
-/* ===================================================================== */
-/* Field paths: built only when an error needs one                        */
-/* ===================================================================== */
+/* --- Field paths: built only when an error needs one --- */
 
 /* One step down the value being walked: a field name, or an array index. */
 struct seg {
@@ -98,9 +96,7 @@ static void push_path(lua_State *L, const struct walk *w) {
   else lua_concat(L, n);
 }
 
-/* ===================================================================== */
-/* Describing values and rules, for messages                              */
-/* ===================================================================== */
+/* --- Describing values and rules, for messages --- */
 
 /* The value at idx for a message: its type, a number's value, a string's
  * length -- never a string's bytes (they may be secrets or binary). */
@@ -195,9 +191,7 @@ static int fail_value(lua_State *L, const struct walk *w, const struct rule *r, 
   return fail(L, w, r, describe_value(L, idx, what, sizeof what));
 }
 
-/* ===================================================================== */
-/* String formats                                                         */
-/* ===================================================================== */
+/* --- String formats --- */
 
 static int utf8_valid(const unsigned char *s, size_t n) {
   size_t i = 0;
@@ -226,9 +220,7 @@ static int format_ok(enum format f, const char *s, size_t n) {
   return tsim_formats[f].check == NULL || tsim_formats[f].check(s, n);
 }
 
-/* ===================================================================== */
-/* Validation: one check per kind                                         */
-/* ===================================================================== */
+/* --- Validation: one check per kind --- */
 
 static int check_value(lua_State *L, const struct rule *r, int idx, const struct walk *w);
 
@@ -448,9 +440,7 @@ static int check_map(lua_State *L, const struct rule *r, int idx, const struct w
   return 1;
 }
 
-/* ===================================================================== */
-/* Emitting: JSON bodies and URL text                                     */
-/* ===================================================================== */
+/* --- Emitting: JSON bodies and URL text --- */
 
 static long long integer_value(lua_State *L, int idx) {
 #if LUA_VERSION_NUM >= 503
@@ -524,9 +514,7 @@ static void text_string(lua_State *L, struct strbuf *b, const struct rule *r, in
   sb_add_urlencoded(L, b, s, n);
 }
 
-/* ===================================================================== */
-/* Filling option structs (the field types: struct tsim_text in rules.h)  */
-/* ===================================================================== */
+/* --- Filling option structs (the field types: struct tsim_text in rules.h) --- */
 
 static void fill_long(lua_State *L, int idx, void *field) {
   *(long *)field = (long)integer_value(L, idx); /* validated: options' integers are small */
@@ -552,9 +540,7 @@ static void fill_slot(lua_State *L, int idx, void *field) {
   lua_replace(L, *(int *)field);
 }
 
-/* ===================================================================== */
-/* The kinds                                                              */
-/* ===================================================================== */
+/* --- The kinds --- */
 
 static void query_object(lua_State *L, struct strbuf *b, const struct rule *r, int idx, const struct seg *key,
                          char *sep);
@@ -598,9 +584,7 @@ static void json_value(lua_State *L, struct strbuf *b, const struct rule *r, int
   else kinds[r->kind].json(L, b, r, idx);
 }
 
-/* ===================================================================== */
-/* Entry points: validate, build                                          */
-/* ===================================================================== */
+/* --- Entry points: validate, build --- */
 
 /* "who: options must be a table (got string)", naming where it was given. */
 static int fail_not_table(lua_State *L, const struct vctx *v, int idx) {
@@ -764,9 +748,7 @@ void tsim_build_url(lua_State *L, struct strbuf *b, const char *base_url, const 
   }
 }
 
-/* ===================================================================== */
-/* sim.describe                                                           */
-/* ===================================================================== */
+/* --- sim.describe --- */
 
 static const char *const place_names[] = {"body", "path", "query"};
 static const char *const resend_names[] = {"safe", "duplicates", "spends_money"};

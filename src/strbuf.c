@@ -1,6 +1,7 @@
 /* strbuf.c -- see strbuf.h. */
 #include <ctype.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -77,15 +78,8 @@ void sb_add_urlencoded(lua_State *L, struct strbuf *b, const char *s, size_t n) 
   sb_add(L, b, s + start, n - start);
 }
 
-/* Decimal digits without snprintf: the same text in JSON and in URLs. */
 void sb_add_integer(lua_State *L, struct strbuf *b, long long v) {
   char tmp[24];
-  size_t i = sizeof tmp;
-  unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
-  do {
-    tmp[--i] = (char)('0' + (int)(u % 10));
-    u /= 10;
-  } while (u != 0);
-  if (v < 0) tmp[--i] = '-';
-  sb_add(L, b, tmp + i, sizeof tmp - i);
+  int n = snprintf(tmp, sizeof tmp, "%lld", v);
+  sb_add(L, b, tmp, (size_t)n);
 }

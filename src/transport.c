@@ -45,7 +45,7 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud) {
 
 static size_t on_header(char *line, size_t size, size_t nmemb, void *ud) {
   struct exchange *x = (struct exchange *)ud;
-  size_t n = size * nmemb, name_len, v, end;
+  size_t n = size * nmemb, name_len;
   const char *colon;
   if (n >= 5 && memcmp(line, "HTTP/", 5) == 0) { /* each response, 1xx included */
     tsim_meta_reset(&x->meta);
@@ -60,11 +60,7 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *ud) {
   colon = (const char *)memchr(line, ':', n);
   if (colon == NULL) return n;
   name_len = (size_t)(colon - line);
-  v = name_len + 1;
-  end = n;
-  while (v < end && (line[v] == ' ' || line[v] == '\t')) v++;
-  while (end > v && (line[end - 1] == '\r' || line[end - 1] == '\n' || line[end - 1] == ' ')) end--;
-  tsim_meta_note(&x->meta, line, name_len, line + v, end - v);
+  tsim_meta_note(&x->meta, line, name_len, colon + 1, n - name_len - 1);
   return n;
 }
 
