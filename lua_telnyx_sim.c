@@ -66,9 +66,7 @@ static char *dup_string(const char *s) {
 }
 
 static void wipe_free(char *s) {
-  volatile char *v = s;
-  if (s == NULL) return;
-  while (*v) *v++ = '\0';
+  if (s != NULL) tsim_wipe(s);
   free(s);
 }
 

@@ -29,6 +29,7 @@ int tsim_error_tostring(lua_State *L);    /* __tostring of an err */
 void tsim_push_escaped(lua_State *L, const char *s, size_t n); /* control characters as \n, \x1b */
 void tsim_push_joined(lua_State *L, const char *const *names, const char *quote);
 void tsim_redact(lua_State *L, int t, const char *key); /* the key -> [REDACTED], at any depth */
+void tsim_wipe(char *s); /* zeroes a string that held the key, before free */
 
 /* --- batch.c --- */
 double tsim_now(void); /* monotonic seconds */

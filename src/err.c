@@ -129,6 +129,12 @@ int tsim_error_tostring(lua_State *L) {
 
 /* --- redaction: the API key never leaves in an err --- */
 
+/* Zeroes a string that held the key before its memory is freed. */
+void tsim_wipe(char *s) {
+  volatile char *v = s;
+  while (*v) *v++ = '\0';
+}
+
 /* Where key (n bytes) first occurs in s (len bytes), NULs included, or NULL. */
 static const char *find_bytes(const char *s, size_t len, const char *key, size_t n) {
   size_t i;

@@ -317,8 +317,6 @@ static void push_api_errors(lua_State *L, int idx, int array_mt) {
   if (idx == 0) return;
   lua_getfield(L, idx, "errors");
   if (is_array(L, -1, array_mt)) { lua_replace(L, -2); return; }
-  lua_pop(L, 1);
-  lua_getfield(L, idx, "errors");
   if (lua_isnil(L, -1)) {
     lua_getfield(L, idx, "title");
     lua_getfield(L, idx, "detail");

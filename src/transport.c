@@ -132,10 +132,7 @@ static int on_socket(void *ud, curl_socket_t fd, curlsocktype purpose) {
 /* Header lists hold the Authorization line, so wipe before freeing. */
 static void free_headers_wiped(struct curl_slist **list) {
   struct curl_slist *h;
-  for (h = *list; h != NULL; h = h->next) {
-    volatile char *v = h->data;
-    while (*v) *v++ = '\0';
-  }
+  for (h = *list; h != NULL; h = h->next) tsim_wipe(h->data);
   curl_slist_free_all(*list);
   *list = NULL;
 }
@@ -353,8 +350,9 @@ static void exchange_result(struct exchange *x, CURLcode rc, struct attempt *a) 
 static void free_multi(struct transport *t) {
   int i;
   for (i = 0; i < t->pool_size; i++) {
-    if (t->pool[i].busy && t->multi != NULL) curl_multi_remove_handle(t->multi, t->pool[i].curl);
-    exchange_free(&t->pool[i]);
+    if (t->pool[i]->busy && t->multi != NULL) curl_multi_remove_handle(t->multi, t->pool[i]->curl);
+    exchange_free(t->pool[i]);
+    free(t->pool[i]);
   }
   free(t->pool);
   t->pool = NULL;
@@ -399,11 +397,8 @@ int tsim_transport_set_headers(struct transport *t, const char *api_key, const c
     *list = slist_add(*list, user_agent, &ok);
     *list = slist_add(*list, auth ? auth : "", &ok);
   }
-  if (auth != NULL) {
-    volatile char *v = auth;
-    while (*v) *v++ = '\0';
-    free(auth);
-  }
+  if (auth != NULL) tsim_wipe(auth);
+  free(auth);
   return ok;
 }
 
@@ -469,7 +464,6 @@ static void note_protocol(struct transport *t, const struct exchange *x, CURLcod
 }
 
 int tsim_multi_ready(struct transport *t, int concurrency) {
-  int i;
   if (!tsim_transport_ready(t)) return 0;
   if (t->multi == NULL) {
     t->multi = curl_multi_init();
@@ -480,23 +474,17 @@ int tsim_multi_ready(struct transport *t, int concurrency) {
   apply_limits(t);
   if (t->pool_size >= concurrency) return 1;
   {
-    struct exchange *pool = (struct exchange *)realloc(t->pool, (size_t)concurrency * sizeof *pool);
+    struct exchange **pool = (struct exchange **)realloc(t->pool, (size_t)concurrency * sizeof *pool);
     if (pool == NULL) return 0;
     t->pool = pool;
   }
-  for (i = t->pool_size; i < concurrency; i++) {
-    memset(&t->pool[i], 0, sizeof t->pool[i]);
-    if (!exchange_setup(&t->pool[i], t)) return 0;
-    t->pool_size = i + 1;
-  }
-  for (i = 0; i < t->pool_size; i++) { /* realloc moved them: callbacks find them again */
-    curl_easy_setopt(t->pool[i].curl, CURLOPT_WRITEDATA, &t->pool[i]);
-    curl_easy_setopt(t->pool[i].curl, CURLOPT_HEADERDATA, &t->pool[i]);
-    curl_easy_setopt(t->pool[i].curl, CURLOPT_PRIVATE, &t->pool[i]);
-    curl_easy_setopt(t->pool[i].curl, CURLOPT_ERRORBUFFER, t->pool[i].curl_error);
-    curl_easy_setopt(t->pool[i].curl, CURLOPT_PREREQDATA, &t->pool[i]);
-    curl_easy_setopt(t->pool[i].curl, CURLOPT_DEBUGDATA, &t->pool[i]);
-    curl_easy_setopt(t->pool[i].curl, CURLOPT_SOCKOPTDATA, &t->pool[i]);
+  while (t->pool_size < concurrency) { /* one allocation each: the callbacks hold its address */
+    struct exchange *x = (struct exchange *)calloc(1, sizeof *x);
+    if (x == NULL || !exchange_setup(x, t)) {
+      free(x);
+      return 0;
+    }
+    t->pool[t->pool_size++] = x;
   }
   return 1;
 }
@@ -504,7 +492,7 @@ int tsim_multi_ready(struct transport *t, int concurrency) {
 struct exchange *tsim_multi_free_slot(struct transport *t) {
   int i;
   for (i = 0; i < t->pool_size; i++)
-    if (!t->pool[i].busy) return &t->pool[i];
+    if (!t->pool[i]->busy) return t->pool[i];
   return NULL;
 }
 
@@ -555,10 +543,10 @@ struct exchange *tsim_multi_next(struct transport *t, double wait, struct attemp
 void tsim_multi_cancel(struct transport *t) {
   int i;
   for (i = 0; i < t->pool_size; i++) {
-    if (!t->pool[i].busy) continue;
-    curl_multi_remove_handle(t->multi, t->pool[i].curl);
-    t->pool[i].busy = 0;
-    t->pool[i].tainted = 1; /* stopped mid-transfer */
+    if (!t->pool[i]->busy) continue;
+    curl_multi_remove_handle(t->multi, t->pool[i]->curl);
+    t->pool[i]->busy = 0;
+    t->pool[i]->tainted = 1; /* stopped mid-transfer */
   }
   t->in_flight = 0;
 }

@@ -55,7 +55,7 @@ struct owned_socket {
 struct transport {
   struct exchange single;          /* the plain call path: one kept-alive connection */
   CURLM *multi;                    /* batches: created on first use, its connections reused */
-  struct exchange *pool;           /* batches: one exchange per call in flight */
+  struct exchange **pool;          /* batches: one exchange per call in flight */
   int pool_size;
   int in_flight;                   /* exchanges in the multi handle now */
   int concurrency;                 /* the running batch's bound */
