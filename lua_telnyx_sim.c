@@ -5,7 +5,7 @@
  * methods, the two halves' Lua faces, and luaopen_telnyx_sim. The rest of
  * the C is in src/, none of which calls back into this file:
  *   rules.h, operations.h   the data: a rule tree per param, a row per operation
- *   rules.c                 the engine: validate, build body / URL, describe, self-check
+ *   rules.c                 the engine: validate, build body / URL, describe
  *   call.c                  a call: per-call options, prepare, the attempts over libcurl
  *   batch.c                 many calls at once on one libcurl multi handle
  *   interpret.c, err.c      the response half, the retry verdict, the one err shape

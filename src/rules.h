@@ -1,7 +1,7 @@
 /*
  * rules.h -- the shape of the data: a rule tree per parameter, a row per
- * operation. The rows themselves live in operations.h; everything that walks
- * them (validate, emit JSON, emit query, describe) is in rules.c; spec/operations_spec.lua checks the rows.
+ * operation. The rows live in operations.h (spec/operations_spec.lua checks
+ * them); everything that walks them (validate, emit, describe) is in rules.c.
  *
  * A rule is one node: a kind, optional constraints, and children (an object's
  * fields, or an array's item rule). A field list is an array of rules ended
