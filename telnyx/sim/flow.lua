@@ -43,8 +43,7 @@ end
 -- log phase, say): asked once, so that the err names the helper, not a call it would make.
 local function phase_problem(client, name)
   local check = type(client) == "table" and client._check_phase
-  if check then return check(client, name) end
-  return nil
+  return check and check(client, name) or nil
 end
 
 --- client:each(name, params [, opts]) -> iterator over every item of every page.
@@ -99,8 +98,7 @@ local function number_opt(opts, key, default)
   if v == nil then return default end
   if type(v) ~= "number" or v ~= v or v <= 0 or v > 86400 then
     return nil, fail("invalid_params", "wait_for_action: option 'opts." .. key .. "' must be a number of seconds "
-      .. "from 0 to 86400, not 0 (got "
-      .. tostring(v) .. ")", { field = "opts." .. key })
+      .. "from 0 to 86400, not 0 (got " .. tostring(v) .. ")", { field = "opts." .. key })
   end
   return v
 end
@@ -158,15 +156,12 @@ function flow.wait_for_action(client, action, opts)
         .. "' (known options: group, interval, timeout)", { field = "opts." .. tostring(k) })
     end
   end
-  local timeout, err = number_opt(opts, "timeout", DEFAULT_WAIT_TIMEOUT)
-  if not timeout then return nil, err end
-  local interval
-  interval, err = number_opt(opts, "interval", DEFAULT_WAIT_INTERVAL)
-  if not interval then return nil, err end
+  local timeout, terr = number_opt(opts, "timeout", DEFAULT_WAIT_TIMEOUT)
+  local interval, ierr = number_opt(opts, "interval", DEFAULT_WAIT_INTERVAL)
+  if not (timeout and interval) then return nil, terr or ierr end
   local id, get, last = action_of(action, opts.group)
   if not id then return nil, get end
-  local req
-  req, err = client:request(get, { id = id }) -- the poll's own timeout, to cut to what is left
+  local req, err = client:request(get, { id = id }) -- the poll's own timeout, to cut to what is left
   if not req then return nil, err end
   local start, slept = client:clock(), 0
   local function left() return timeout - math.max(client:clock() - start, slept) end
@@ -264,25 +259,19 @@ function flow.get_activation_codes(client, cards, opts)
       where[#calls] = i
     end
   end
-  if type(opts.progress) == "function" then
-    local progress = opts.progress
-    batch_opts.progress = function(done, total, j, res, e) return progress(done, total, where[j], res, e) end
-  elseif opts.progress ~= nil then
-    batch_opts.progress = opts.progress -- batch refuses it, naming opts.progress
-  end
+  local progress = opts.progress -- anything else than a function: batch refuses it, naming opts.progress
+  batch_opts.progress = type(progress) == "function"
+    and function(done, total, j, res, e) return progress(done, total, where[j], res, e) end or progress
   local done
   done, err = client:batch(calls, batch_opts)
   if not done then
     if err.index then err.index = where[err.index] end
     return nil, err
   end
-  for j, r in ipairs(done) do
-    local i = where[j]
-    if r.res then
-      results[i] = { id = calls[j][2], activation_code = type(r.res.data) == "table" and r.res.data.activation_code }
-    else
-      results[i] = { id = calls[j][2], err = r.err }
-    end
+  for j, r in ipairs(done) do -- r is { res = } or { err = }
+    local data = r.res and r.res.data
+    results[where[j]] = { id = calls[j][2], err = r.err,
+      activation_code = r.res and (type(data) == "table" and data.activation_code) }
   end
   return flow.results(results, done.ok, done.failed)
 end

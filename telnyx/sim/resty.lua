@@ -126,13 +126,11 @@ end
 -- Nothing reached the upstream on any attempt nginx made: provable only when
 -- nginx reports 0 bytes sent for each of them.
 local function nothing_sent(bytes_sent)
-  if bytes_sent == nil then return false end -- nginx < 1.15.8: unknown
-  local items = list(bytes_sent)
-  if #items == 0 then return false end
+  local items = bytes_sent ~= nil and list(bytes_sent) or {} -- nil: nginx < 1.15.8, unknown
   for _, n in ipairs(items) do
     if n ~= "0" then return false end
   end
-  return true
+  return #items > 0
 end
 
 local function capture_transport(location)
@@ -164,8 +162,7 @@ local function capture_transport(location)
         location, res.status) }
     end
     local times = list(up.header_time)
-    local answered = tonumber(times[#times]) ~= nil
-    if answered then
+    if tonumber(times[#times]) ~= nil then -- the upstream answered
       if res.truncated then
         return nil, { failure = "broken", status = res.status,
           message = "the response body was cut short (HTTP " .. res.status .. ", upstream " .. up.status .. ")" }
@@ -194,7 +191,6 @@ end
 local PIECE = 64 * 1024 -- bytes asked of the body reader at a time: the size limit stops the read early
 
 local http_lib, http_missing -- resty.http once loaded, or why it could not be
-local semaphore -- ngx.semaphore (lua-resty-core), loaded at the first attempt
 
 -- lua-resty-http, or nil and why not (the first line of require's error).
 local function resty_http()
@@ -209,8 +205,6 @@ local function resty_http()
   end
   return http_lib, http_missing
 end
-
-local wait_pauses -- (defined with the pause, below)
 
 local function now()
   ngx.update_time()
@@ -252,12 +246,6 @@ local function new_origin(prefix, pool)
   }
 end
 
--- Whether a connect error is about the server's certificate.
-local function certificate_problem(message)
-  message = tostring(message):lower()
-  return message:find("certificate", 1, true) or message:find("verif", 1, true)
-end
-
 -- A connect error that a line of nginx.conf fixes: the message naming the
 -- directive, and true (trying again cannot help); else the message as it is.
 local function directive_problem(origin, message)
@@ -266,8 +254,10 @@ local function directive_problem(origin, message)
     return message .. ": nginx resolves host names for cosockets only with a `resolver` directive in the http "
       .. "block of nginx.conf (e.g. resolver 1.1.1.1 8.8.8.8 ipv6=off; or your network's DNS server)", true
   end
-  if not (origin.tls and certificate_problem(message)) then return message, nil end
   local lower = message:lower()
+  if not (origin.tls and (lower:find("certificate", 1, true) or lower:find("verif", 1, true))) then
+    return message
+  end
   if lower:find("does not match host", 1, true) then
     return message .. ": the server's certificate is not for " .. origin.connect.ssl_server_name
       .. " (base_url's host)", true
@@ -441,8 +431,7 @@ end
 -- are per operation, every byte that arrives re-arms a read's, and name
 -- resolution is timed by nginx's resolver_timeout (30 s by default).
 local function bounded_attempt(state)
-  semaphore = semaphore or require "ngx.semaphore"
-  state.done = semaphore.new(0)
+  state.done = require("ngx.semaphore").new(0) -- lua-resty-core's: required here, in nginx
   local thread, err = ngx.thread.spawn(run_exchange, state)
   if not thread then return failed(state, "not_sent", "ngx.thread.spawn: " .. tostring(err)) end
   local limit = state.connect_deadline
@@ -479,18 +468,14 @@ local function cosocket_transport(http, opts)
     -- scheme://authority: up to the path's "/" (client:request's urls are base_url .. "/...")
     local slash = find(url, "/", 9, true)
     local prefix = slash and sub(url, 1, slash - 1)
+    if prefix and not origins[prefix] then origins[prefix] = new_origin(prefix, opts.pool) end
     local origin = prefix and origins[prefix]
-    if prefix and not origin then
-      origin = new_origin(prefix, opts.pool)
-      origins[prefix] = origin
-    end
     if not origin then return nil, { failure = "not_sent", message = "cannot send to " .. tostring(url) } end
-    local path = url:sub(#prefix + 1)
     request.headers.Host = origin.host_header -- base_url's, also when "localhost" connects to 127.0.0.1
     local start = now()
     local deadline = start + (tonumber(request.timeout) or DEFAULTS.timeout)
     return bounded_attempt{
-      origin = origin, http = http, request = request, path = path ~= "" and path or "/",
+      origin = origin, http = http, request = request, path = sub(url, slash),
       max_bytes = opts.max_bytes, deadline = deadline,
       connect_deadline = math.min(deadline, start + (tonumber(request.connect_timeout) or math.huge)),
     }
@@ -501,8 +486,7 @@ end
 -- (lua-resty-http cannot be required: install it, see docs/openresty.md).
 function resty.cosocket_available()
   local http, why = resty_http()
-  if http then return true end
-  return nil, why
+  return http and true, why
 end
 
 ---------------------------------------------------------------------------
@@ -543,7 +527,6 @@ end
 
 -- The server asked every client to wait `seconds` (err.pause): the origin's shared pause, when the client has one.
 local function share_pause(self, key, seconds)
-  if not key then return end
   local ok, err = extend_shared_pause(self.pause_dict, key, now() + seconds)
   if not ok then -- the pause still holds for this call (and its batch); other workers do not see it
     ngx.log(ngx.WARN, "telnyx.sim.resty: lua_shared_dict ", self.shared_dict, ": could not store the pause of ",
@@ -554,7 +537,7 @@ end
 -- Before an attempt: waits (ngx.sleep) until the batch's pause (b, or nil for a single call) and the
 -- origin's shared pause (key, or nil without shared_dict) are over; either may grow meanwhile. true,
 -- or false when the batch stopped or the client was closed meanwhile (looked at every second).
-function wait_pauses(self, key, b)
+local function wait_pauses(self, key, b)
   while not (b and b.stopped) and not self.closed do
     local until_t = b and b.pause_until or 0
     if key then
@@ -580,10 +563,8 @@ Client.__index = Client
 local function send(self, req)
   local request = req -- the built-in transports change nothing; a caller's gets a copy of its own
   if self.transport_kind == "custom" then
-    request = {
-      operation = req.operation, method = req.method, url = req.url, path = req.path,
-      body = req.body, timeout = req.timeout, connect_timeout = req.connect_timeout, headers = {},
-    }
+    request = { operation = req.operation, method = req.method, url = req.url, path = req.path,
+      body = req.body, timeout = req.timeout, connect_timeout = req.connect_timeout, headers = {} }
     for k, v in pairs(req.headers) do request.headers[k] = v end
   end
   local ok, status, headers, body = pcall(self.transport, request)
@@ -644,38 +625,31 @@ end
 -- the calls not finished their own err), so a marker, not an err.
 local STOPPED = {}
 
--- The attempts of one prepared request, for a single call and for each call
--- of a batch: send it, hand the reply to client:interpret, and while that
--- says to retry, wait with ngx.sleep and send it again. Before each attempt,
--- the pauses the server asked for (err.pause) are waited out: the origin's
--- shared one (shared_dict), and `pace`'s (a batch's, see below), which is
--- also told of each retry.
---
+-- The attempts of one prepared request, for a single call and for call i of batch b: send it, hand the
+-- reply to client:interpret, and while that says to retry, wait with ngx.sleep and send it again. Before
+-- each attempt the pauses the server asked for (err.pause) are waited out: the origin's shared one
+-- (shared_dict) and the batch's, which a retry with err.pause extends: no new attempt of the batch starts
+-- before it ends, instead of each call hammering the limit on its own (the C client's rule).
 -- Nothing is sent once the client is closed (during a pause or a retry's wait): a single call ends
 -- with the C client's err for that, a batch's call with STOPPED (its batch gives it the closed err).
-local function attempts(self, req, pace)
+local function attempts(self, req, b, i)
   local key = self.pause_dict and pause_key(req.url)
   local attempt = 1
   while true do
-    if pace then
-      local stop = pace:start(attempt, self, key)
-      if stop then return nil, stop end
-    elseif key then
-      wait_pauses(self, key)
-    end
+    wait_pauses(self, key, b)
+    if b and (b.stopped or self.closed) then return nil, STOPPED end
     if self.closed then
-      if pace then return nil, STOPPED end
       local why = attempt > 1 and "while waiting to retry" or "while waiting out the server's pause; nothing was sent"
       return nil, sim.error("config", req.operation .. ": the client was closed " .. why, { attempts = attempt - 1 })
     end
-    local reply = send(self, req)
-    local res, err, retry_in = self.core:interpret(req, reply, attempt)
+    if b then b.attempts[i] = attempt end
+    local res, err, retry_in = self.core:interpret(req, send(self, req), attempt)
     if res then return res end
-    if err.pause then share_pause(self, key, err.pause) end
+    if err.pause and key then share_pause(self, key, err.pause) end
     if not retry_in then return nil, err end
-    if pace then
-      local stop = pace:retry(err)
-      if stop then return nil, stop end
+    if b then
+      if b.stopped then return nil, STOPPED end
+      if err.pause then b.pause_until = math.max(b.pause_until, now() + err.pause) end
     end
     ngx.sleep(retry_in)
     attempt = attempt + 1
@@ -685,9 +659,8 @@ end
 local function call(self, op, params, opts)
   local err = phase_error(self, op)
   if err then return nil, err end
-  local req
-  req, err = prepare(self, op, params, opts)
-  if not req then return nil, err end
+  local req, perr = prepare(self, op, params, opts)
+  if not req then return nil, perr end
   return attempts(self, req)
 end
 
@@ -711,9 +684,7 @@ end
 
 --- client:_check_phase(name) -> nil | err: whether `name` (one of flow's helpers) can run in this phase,
 -- asked once at its top, so that the err names what the user called (the C client has no such hook).
-function Client:_check_phase(name)
-  return phase_error(self, name)
-end
+Client._check_phase = phase_error
 
 --- client:sleep(seconds): how flow's helpers wait here -- without blocking the worker.
 function Client.sleep(_, seconds)
@@ -728,9 +699,7 @@ end
 
 --- client:clock(): seconds, for flow's deadlines.
 function Client.clock()
-  if monotonic then return monotonic() end
-  ngx.update_time()
-  return ngx.now()
+  return monotonic and monotonic() or now()
 end
 
 -- each and wait_for_action, the same code as the C client's
@@ -743,36 +712,12 @@ for _, name in ipairs(flow.methods) do Client[name] = flow[name] end
 
 local rawlen = rawlen or function(t) return #t end -- LuaJIT without 5.2 compat: # is raw there
 
--- What paces the attempts of call `index` of a batch (see attempts()).
-local Pace = {}
-Pace.__index = Pace
-
--- Before each attempt: waits out the batch's pause and the origin's shared one; STOPPED once the batch stopped.
-function Pace:start(attempt, client, key)
-  local b = self.batch
-  if not wait_pauses(client, key, b) then return STOPPED end
-  b.attempts[self.index] = attempt
-  return nil
-end
-
--- A failed attempt that will be retried in retry_in s: when the server asked every client to wait
--- (err.pause: a 429, or a Retry-After), no new attempt of the batch starts before that ends, instead
--- of each call hammering the limit on its own (the C client's rule).
-function Pace:retry(err)
-  local b = self.batch
-  if b.stopped then return STOPPED end
-  if err.pause then
-    local t = now() + err.pause
-    if t > b.pause_until then b.pause_until = t end
-  end
-end
-
 -- A light thread's body: every attempt of call i, then its outcome queued
 -- for the coordinating thread, which the semaphore wakes.
 local function run_call(self, b, i)
-  local fine, res, err = pcall(attempts, self, b.reqs[i], setmetatable({ batch = b, index = i }, Pace))
-  b.queued = b.queued + 1
-  b.finished[b.queued] = fine and { index = i, res = res, err = err } or { index = i, raised = true, error = res }
+  local fine, res, err = pcall(attempts, self, b.reqs[i], b, i)
+  b.finished[#b.finished + 1] = fine and { index = i, res = res, err = err }
+    or { index = i, raised = true, error = res }
   b.sema:post(1)
 end
 
@@ -811,8 +756,8 @@ end
 local function run_batch(self, reqs, concurrency, progress)
   local n = #reqs
   local b = { reqs = reqs, pause_until = 0, attempts = {}, stopped = false,
-    thread_of = {}, finished = {}, queued = 0, sema = assert(require("ngx.semaphore").new(0)) }
-  local results, done, ok, running, next_call, taken = {}, 0, 0, 0, 1, 0
+    thread_of = {}, finished = {}, sema = assert(require("ngx.semaphore").new(0)) }
+  local results, done, ok, running, next_call = {}, 0, 0, 0, 1
 
   local function finish(i, res, err)
     results[i] = res and { res = res } or { err = err }
@@ -836,9 +781,7 @@ local function run_batch(self, reqs, concurrency, progress)
       end
       local woke, werr = b.sema:wait(60)
       if woke then
-        taken = taken + 1
-        local f = b.finished[taken]
-        b.finished[taken] = nil
+        local f = table.remove(b.finished, 1) -- the outcomes queue in the order of the posts
         ngx.thread.wait(b.thread_of[f.index]) -- it ended right after posting: this only reaps it
         b.thread_of[f.index], running = nil, running - 1
         if f.raised then error(f.error, 0) end -- a bug, not a call's failure
@@ -997,12 +940,11 @@ function resty.new(opts)
         .. "or pass transport = \"capture\" with a proxy location (see docs/openresty.md): "
         .. tostring(missing), "transport")
     end
-    for _, name in ipairs{ "ca_file", "ca_path" } do
-      if opts[name] ~= nil then
-        core:close()
-        return nil, new_error("config", "'" .. name .. "' is not used by the cosocket transport: nginx's "
-          .. "lua_ssl_trusted_certificate names the CAs it trusts (see docs/openresty.md)", name)
-      end
+    local ca = opts.ca_file ~= nil and "ca_file" or opts.ca_path ~= nil and "ca_path"
+    if ca then
+      core:close()
+      return nil, new_error("config", "'" .. ca .. "' is not used by the cosocket transport: nginx's "
+        .. "lua_ssl_trusted_certificate names the CAs it trusts (see docs/openresty.md)", ca)
     end
     transport = cosocket_transport(http, {
       pool = POOL_PREFIX, -- + scheme://authority: every client of this worker shares the pool of an origin
