@@ -1,8 +1,6 @@
--- telnyx.sim.flow: the helpers built from single calls, shared by every
--- client (the C client of telnyx.sim and telnyx.sim.resty's). They use only
--- the client's call, request, batch, sleep and clock (and resty's phase
--- check), so they keep every rule of a single call, and wait and tell time
--- the client's way (ngx.sleep in OpenResty).
+-- telnyx.sim.flow: the helpers built from single calls, shared by the C client and telnyx.sim.resty's.
+-- They use only the client's call, request, batch, sleep and clock (and resty's phase check), so they
+-- keep every rule of a single call, and wait and tell time the client's way (ngx.sleep in OpenResty).
 --
 --   for card, err in client:each("list_sim_cards", { filter = { tags = { "fleet" } } }) do
 --     if not card then error(tostring(err)) end   -- a failed page: never a silent end
@@ -39,8 +37,8 @@ local function not_paged(who, name)
     { field = "name" })
 end
 
--- nil, or the err of a client that cannot run helper `name` where it is (telnyx.sim.resty's in nginx's
--- log phase, say): asked once, so that the err names the helper, not a call it would make.
+-- nil, or the err of a client that cannot run helper `name` where it is (resty's in nginx's log phase,
+-- say): asked once, so that the err names the helper, not a call it would make.
 local function phase_problem(client, name)
   local check = type(client) == "table" and client._check_phase
   return check and check(client, name) or nil
@@ -137,12 +135,10 @@ local function action_of(action, group)
 end
 
 --- client:wait_for_action(action_or_id [, { timeout =, interval =, group = }])
--- -> the action once it is no longer "in-progress" | nil, err.
--- A SIM card group action is followed when the table says so (record_type)
--- or with group = true. `timeout` is wall time on the client's monotonic
--- clock, polls included (each poll's own timeout is cut to what is left; a
--- client with an injected sleep counts the seconds it was asked to sleep).
--- On timeout err.kind is "timeout" and err.action the last state seen.
+-- -> the action once it is no longer "in-progress" | nil, err. A SIM card group action is followed when
+-- the table says so (record_type) or with group = true. `timeout` is wall time on the client's monotonic
+-- clock, polls included (each poll's own timeout is cut to what is left; a client with an injected sleep
+-- counts the seconds it was asked to sleep). On timeout err.kind is "timeout", err.action the last state.
 function flow.wait_for_action(client, action, opts)
   local perr = phase_problem(client, "wait_for_action")
   if perr then return nil, perr end
@@ -224,11 +220,10 @@ local function cards_of(x)
 end
 
 --- client:get_activation_codes(cards_or_ids [, opts]) -> results | nil, err
--- The activation codes of many eSIMs at once, on client:batch (one GET each:
--- the API has no bulk form). cards_or_ids: a list of SIM card tables (physical
--- ones are skipped) or ids, one of them, a result (purchase_esims') or an each
--- iterator; anything else is refused before any request. opts: concurrency, progress (as batch's, indices into
--- cards_or_ids), and timeout, max_retries, headers for every call.
+-- The activation codes of many eSIMs at once, on client:batch (one GET each: the API has no bulk form).
+-- cards_or_ids: a list of SIM card tables (physical ones are skipped) or ids, one of them, a result
+-- (purchase_esims') or an each iterator; anything else is refused before any request. opts: concurrency,
+-- progress (as batch's, indices into cards_or_ids), and timeout, max_retries, headers for every call.
 -- results[i] = { id =, activation_code = } | { id =, err = } | { id =, skipped = "physical" };
 -- results.ok and results.failed count the calls made.
 function flow.get_activation_codes(client, cards, opts)
@@ -259,7 +254,7 @@ function flow.get_activation_codes(client, cards, opts)
       where[#calls] = i
     end
   end
-  local progress = opts.progress -- anything else than a function: batch refuses it, naming opts.progress
+  local progress = opts.progress -- anything but a function: batch refuses it, naming opts.progress
   batch_opts.progress = type(progress) == "function"
     and function(done, total, j, res, e) return progress(done, total, where[j], res, e) end or progress
   local done
@@ -277,9 +272,8 @@ function flow.get_activation_codes(client, cards, opts)
 end
 
 --- flow.results(list, ok, failed) -> list: a batch's results (client:batch's, get_activation_codes').
--- The counts are read through the list's metatable (results.ok, results.failed), so the list itself
--- holds only its items and sim.encode gives a JSON array of them (a table mixing items with named
--- fields would encode as an object with "1", "2", ... keys). The C client's batch does the same.
+-- results.ok and .failed come through the metatable, so that sim.encode gives a JSON array of the items
+-- (named fields in the list would make it an object with "1", "2", ... keys). The C client's does the same.
 function flow.results(list, ok, failed)
   return setmetatable(list, { __name = "telnyx.sim.results", __index = { ok = ok, failed = failed } })
 end
