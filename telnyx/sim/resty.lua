@@ -55,9 +55,7 @@ local function in_openresty()
   return type(ngx) == "table" and type(ngx.get_phase) == "function"
 end
 
----------------------------------------------------------------------------
--- Hooks for the proxy location (they run inside the subrequest)
----------------------------------------------------------------------------
+-- == Hooks for the proxy location (they run inside the subrequest) ==
 
 --- set_by_lua_block $telnyx_authorization { return require("telnyx.sim.resty").proxy_header("Authorization") }
 -- One of the module's headers for the subrequest being proxied, or "" (nginx then sends none) outside one.
@@ -86,9 +84,7 @@ function resty.note_upstream()
   }
 end
 
----------------------------------------------------------------------------
--- The capture transport
----------------------------------------------------------------------------
+-- == The capture transport ==
 
 local function list(value)
   local items = {}
@@ -158,9 +154,7 @@ local function capture_transport(location)
   end
 end
 
----------------------------------------------------------------------------
--- The cosocket transport (lua-resty-http)
----------------------------------------------------------------------------
+-- == The cosocket transport (lua-resty-http) ==
 
 local PIECE = 64 * 1024 -- bytes asked of the body reader at a time: the size limit stops the read early
 
@@ -447,9 +441,7 @@ function resty.cosocket_available()
   return http and true, why
 end
 
----------------------------------------------------------------------------
--- The server's pause (err.pause): per batch, and across the workers with shared_dict
----------------------------------------------------------------------------
+-- == The server's pause (err.pause): per batch, and across the workers with shared_dict ==
 
 -- An origin's pause in a shared dict is at this prefix .. scheme://host[:port] (new_origin's `where`), so
 -- clients with the same base_url origin share it: the pause's end on ngx.now()'s clock, until its exptime.
@@ -509,9 +501,7 @@ local function wait_pauses(self, key, b)
   return false
 end
 
----------------------------------------------------------------------------
--- Client
----------------------------------------------------------------------------
+-- == Client ==
 
 local Client = {}
 Client.__index = Client
@@ -659,9 +649,7 @@ end
 local flow = require "telnyx.sim.flow"
 for _, name in ipairs(flow.methods) do Client[name] = flow[name] end
 
----------------------------------------------------------------------------
--- Batch: many calls at once, on light threads
----------------------------------------------------------------------------
+-- == Batch: many calls at once, on light threads ==
 
 local rawlen = rawlen or function(t) return #t end -- LuaJIT without 5.2 compat: # is raw there
 
