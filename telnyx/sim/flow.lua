@@ -1,8 +1,6 @@
--- telnyx.sim.flow: the helpers built from single calls, shared by every
--- client (the C client of telnyx.sim and telnyx.sim.resty's). They use only
--- the client's call, request, batch, sleep and clock (and resty's phase
--- check), so they keep every rule of a single call, and wait and tell time
--- the client's way (ngx.sleep in OpenResty).
+-- telnyx.sim.flow: the helpers built from single calls, shared by the C client and telnyx.sim.resty's.
+-- They use only the client's call, request, batch, sleep and clock (and resty's phase check), so they
+-- keep every rule of a single call, and wait and tell time the client's way (ngx.sleep in OpenResty).
 --
 --   for card, err in client:each("list_sim_cards", { filter = { tags = { "fleet" } } }) do
 --     if not card then error(tostring(err)) end   -- a failed page: never a silent end
@@ -39,12 +37,11 @@ local function not_paged(who, name)
     { field = "name" })
 end
 
--- nil, or the err of a client that cannot run helper `name` where it is (telnyx.sim.resty's in nginx's
--- log phase, say): asked once, so that the err names the helper, not a call it would make.
+-- nil, or the err of a client that cannot run helper `name` where it is (resty's in nginx's log phase,
+-- say): asked once, so that the err names the helper, not a call it would make.
 local function phase_problem(client, name)
   local check = type(client) == "table" and client._check_phase
-  if check then return check(client, name) end
-  return nil
+  return check and check(client, name) or nil
 end
 
 --- client:each(name, params [, opts]) -> iterator over every item of every page.
@@ -99,8 +96,7 @@ local function number_opt(opts, key, default)
   if v == nil then return default end
   if type(v) ~= "number" or v ~= v or v <= 0 or v > 86400 then
     return nil, fail("invalid_params", "wait_for_action: option 'opts." .. key .. "' must be a number of seconds "
-      .. "from 0 to 86400, not 0 (got "
-      .. tostring(v) .. ")", { field = "opts." .. key })
+      .. "from 0 to 86400, not 0 (got " .. tostring(v) .. ")", { field = "opts." .. key })
   end
   return v
 end
@@ -139,12 +135,10 @@ local function action_of(action, group)
 end
 
 --- client:wait_for_action(action_or_id [, { timeout =, interval =, group = }])
--- -> the action once it is no longer "in-progress" | nil, err.
--- A SIM card group action is followed when the table says so (record_type)
--- or with group = true. `timeout` is wall time on the client's monotonic
--- clock, polls included (each poll's own timeout is cut to what is left; a
--- client with an injected sleep counts the seconds it was asked to sleep).
--- On timeout err.kind is "timeout" and err.action the last state seen.
+-- -> the action once it is no longer "in-progress" | nil, err. A SIM card group action is followed when
+-- the table says so (record_type) or with group = true. `timeout` is wall time on the client's monotonic
+-- clock, polls included (each poll's own timeout is cut to what is left; a client with an injected sleep
+-- counts the seconds it was asked to sleep). On timeout err.kind is "timeout", err.action the last state.
 function flow.wait_for_action(client, action, opts)
   local perr = phase_problem(client, "wait_for_action")
   if perr then return nil, perr end
@@ -158,15 +152,12 @@ function flow.wait_for_action(client, action, opts)
         .. "' (known options: group, interval, timeout)", { field = "opts." .. tostring(k) })
     end
   end
-  local timeout, err = number_opt(opts, "timeout", DEFAULT_WAIT_TIMEOUT)
-  if not timeout then return nil, err end
-  local interval
-  interval, err = number_opt(opts, "interval", DEFAULT_WAIT_INTERVAL)
-  if not interval then return nil, err end
+  local timeout, terr = number_opt(opts, "timeout", DEFAULT_WAIT_TIMEOUT)
+  local interval, ierr = number_opt(opts, "interval", DEFAULT_WAIT_INTERVAL)
+  if not (timeout and interval) then return nil, terr or ierr end
   local id, get, last = action_of(action, opts.group)
   if not id then return nil, get end
-  local req
-  req, err = client:request(get, { id = id }) -- the poll's own timeout, to cut to what is left
+  local req, err = client:request(get, { id = id }) -- the poll's own timeout, to cut to what is left
   if not req then return nil, err end
   local start, slept = client:clock(), 0
   local function left() return timeout - math.max(client:clock() - start, slept) end
@@ -229,11 +220,10 @@ local function cards_of(x)
 end
 
 --- client:get_activation_codes(cards_or_ids [, opts]) -> results | nil, err
--- The activation codes of many eSIMs at once, on client:batch (one GET each:
--- the API has no bulk form). cards_or_ids: a list of SIM card tables (physical
--- ones are skipped) or ids, one of them, a result (purchase_esims') or an each
--- iterator; anything else is refused before any request. opts: concurrency, progress (as batch's, indices into
--- cards_or_ids), and timeout, max_retries, headers for every call.
+-- The activation codes of many eSIMs at once, on client:batch (one GET each: the API has no bulk form).
+-- cards_or_ids: a list of SIM card tables (physical ones are skipped) or ids, one of them, a result
+-- (purchase_esims') or an each iterator; anything else is refused before any request. opts: concurrency,
+-- progress (as batch's, indices into cards_or_ids), and timeout, max_retries, headers for every call.
 -- results[i] = { id =, activation_code = } | { id =, err = } | { id =, skipped = "physical" };
 -- results.ok and results.failed count the calls made.
 function flow.get_activation_codes(client, cards, opts)
@@ -264,33 +254,26 @@ function flow.get_activation_codes(client, cards, opts)
       where[#calls] = i
     end
   end
-  if type(opts.progress) == "function" then
-    local progress = opts.progress
-    batch_opts.progress = function(done, total, j, res, e) return progress(done, total, where[j], res, e) end
-  elseif opts.progress ~= nil then
-    batch_opts.progress = opts.progress -- batch refuses it, naming opts.progress
-  end
+  local progress = opts.progress -- anything but a function: batch refuses it, naming opts.progress
+  batch_opts.progress = type(progress) == "function"
+    and function(done, total, j, res, e) return progress(done, total, where[j], res, e) end or progress
   local done
   done, err = client:batch(calls, batch_opts)
   if not done then
     if err.index then err.index = where[err.index] end
     return nil, err
   end
-  for j, r in ipairs(done) do
-    local i = where[j]
-    if r.res then
-      results[i] = { id = calls[j][2], activation_code = type(r.res.data) == "table" and r.res.data.activation_code }
-    else
-      results[i] = { id = calls[j][2], err = r.err }
-    end
+  for j, r in ipairs(done) do -- r is { res = } or { err = }
+    local data = r.res and r.res.data
+    results[where[j]] = { id = calls[j][2], err = r.err,
+      activation_code = r.res and (type(data) == "table" and data.activation_code) }
   end
   return flow.results(results, done.ok, done.failed)
 end
 
 --- flow.results(list, ok, failed) -> list: a batch's results (client:batch's, get_activation_codes').
--- The counts are read through the list's metatable (results.ok, results.failed), so the list itself
--- holds only its items and sim.encode gives a JSON array of them (a table mixing items with named
--- fields would encode as an object with "1", "2", ... keys). The C client's batch does the same.
+-- results.ok and .failed come through the metatable, so that sim.encode gives a JSON array of the items
+-- (named fields in the list would make it an object with "1", "2", ... keys). The C client's does the same.
 function flow.results(list, ok, failed)
   return setmetatable(list, { __name = "telnyx.sim.results", __index = { ok = ok, failed = failed } })
 end

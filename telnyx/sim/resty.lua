@@ -7,35 +7,11 @@
 --   local res, err = client:purchase_esims{ amount = 2 }
 --
 -- Every rule (validation, request building, response handling, retry policy)
--- is the C module's: this file only sends what client:request builds and
--- hands what came back to client:interpret, waiting with ngx.sleep when it
--- says to retry. A pause the server asks for (err.pause: a 429, a
--- Retry-After) holds the batch that saw it, or, with resty.new's
--- shared_dict, every worker's calls to that origin (see "The server's pause").
---
--- Transports (resty.new's `transport`):
---  * "cosocket", the default (refused, naming the library, without it): lua-resty-http
---    connects (TLS verified against lua_ssl_trusted_certificate, the host name
---    checked), sends, reads the body a piece at a time under
---    max_response_bytes, and pools the connections: one pool per origin,
---    shared by every client of the worker (see POOL_PREFIX).
---    `timeout` bounds a whole attempt and `connect_timeout` its connect (name
---    resolution included): the attempt runs on a light thread that this one
---    waits for until the deadline (cosocket timeouts alone are per operation,
---    re-armed by every byte). A failure before httpc:request is "not_sent";
---    from then on it is "broken" or "timeout" (see cosocket_transport).
---  * "capture", when asked for (or with `location`): an
---    ngx.location.capture subrequest to an internal proxy location (see the
---    docs/openresty.md): the module's headers travel in the
---    subrequest's ngx.ctx and reach the proxy through set_by_lua variables
---    (proxy_header), so with `proxy_pass_request_headers off` none of the end
---    user's headers can; a header_filter hook (note_upstream) records whether
---    the upstream answered or the proxy gave up, and when it gave up whether
---    anything had been sent. A subrequest in which proxy_header never ran and
---    nothing was proxied never reached the location (nginx's own 404 when
---    there is none): not sent, and not retried (nginx.conf lacks it). Not in
---    timers (no subrequests there).
---  * a function(request) -> status, headers, body | nil, { failure =, message = }.
+-- is the C module's: this file sends what client:request builds, hands what
+-- came back to client:interpret and waits with ngx.sleep when it says to retry.
+-- The transports (cosockets through lua-resty-http, the default; a capture
+-- subrequest to a proxy location, only when asked for; or a function) and the
+-- server's pause: docs/openresty.md.
 
 local sim = require "telnyx.sim"
 local find, sub = string.find, string.sub
@@ -55,8 +31,7 @@ local resty = {
 local CTX_KEY = "telnyx_sim_resty"
 local DEFAULT_LOCATION = "/_telnyx"
 
--- Phases where ngx.sleep (and cosockets) may run, and where subrequests may.
--- (A light thread, ngx.thread.spawn, reports its parent's phase.)
+-- Where ngx.sleep and cosockets may run, and where subrequests may (a light thread reports its parent's phase).
 local CAN_WAIT = { rewrite = true, access = true, content = true, timer = true }
 local CAN_CAPTURE = { rewrite = true, access = true, content = true }
 
@@ -80,13 +55,10 @@ local function in_openresty()
   return type(ngx) == "table" and type(ngx.get_phase) == "function"
 end
 
----------------------------------------------------------------------------
--- Hooks for the proxy location (they run inside the subrequest)
----------------------------------------------------------------------------
+-- == Hooks for the proxy location (they run inside the subrequest) ==
 
 --- set_by_lua_block $telnyx_authorization { return require("telnyx.sim.resty").proxy_header("Authorization") }
--- The value of one of the module's headers for the subrequest being proxied,
--- or "" (nginx then sends no such header) outside a subrequest of this module.
+-- One of the module's headers for the subrequest being proxied, or "" (nginx then sends none) outside one.
 function resty.proxy_header(name)
   local state = ngx.ctx[CTX_KEY]
   if type(state) ~= "table" or type(state.headers) ~= "table" then return "" end
@@ -98,9 +70,8 @@ function resty.proxy_header(name)
 end
 
 --- header_filter_by_lua_block { require("telnyx.sim.resty").note_upstream() }
--- Records, for the caller, whether the upstream sent a response header and
--- how many bytes went to it: that is what tells "the API answered 502" from
--- "the proxy gave up", and "nothing was sent" from "it may have arrived".
+-- Records whether the upstream sent a response header and how many bytes went to it: that tells
+-- "the API answered 502" from "the proxy gave up", and "nothing was sent" from "it may have arrived".
 function resty.note_upstream()
   local state = ngx.ctx[CTX_KEY]
   if type(state) ~= "table" then return end
@@ -113,9 +84,7 @@ function resty.note_upstream()
   }
 end
 
----------------------------------------------------------------------------
--- The capture transport
----------------------------------------------------------------------------
+-- == The capture transport ==
 
 local function list(value)
   local items = {}
@@ -123,18 +92,17 @@ local function list(value)
   return items
 end
 
--- Nothing reached the upstream on any attempt nginx made: provable only when
--- nginx reports 0 bytes sent for each of them.
+-- Nothing reached the upstream on any attempt nginx made: provable only by 0 bytes sent for each.
 local function nothing_sent(bytes_sent)
-  if bytes_sent == nil then return false end -- nginx < 1.15.8: unknown
-  local items = list(bytes_sent)
-  if #items == 0 then return false end
+  local items = bytes_sent ~= nil and list(bytes_sent) or {} -- nil: nginx < 1.15.8, unknown
   for _, n in ipairs(items) do
     if n ~= "0" then return false end
   end
-  return true
+  return #items > 0
 end
 
+-- An ngx.location.capture subrequest to the proxy location: the module's headers travel in its own
+-- ngx.ctx to proxy_header, so none of the end user's can; note_upstream tells what nginx did.
 local function capture_transport(location)
   return function(request)
     local method = ngx["HTTP_" .. request.method]
@@ -164,8 +132,7 @@ local function capture_transport(location)
         location, res.status) }
     end
     local times = list(up.header_time)
-    local answered = tonumber(times[#times]) ~= nil
-    if answered then
+    if tonumber(times[#times]) ~= nil then -- the upstream answered
       if res.truncated then
         return nil, { failure = "broken", status = res.status,
           message = "the response body was cut short (HTTP " .. res.status .. ", upstream " .. up.status .. ")" }
@@ -187,14 +154,11 @@ local function capture_transport(location)
   end
 end
 
----------------------------------------------------------------------------
--- The cosocket transport (lua-resty-http)
----------------------------------------------------------------------------
+-- == The cosocket transport (lua-resty-http) ==
 
 local PIECE = 64 * 1024 -- bytes asked of the body reader at a time: the size limit stops the read early
 
 local http_lib, http_missing -- resty.http once loaded, or why it could not be
-local semaphore -- ngx.semaphore (lua-resty-core), loaded at the first attempt
 
 -- lua-resty-http, or nil and why not (the first line of require's error).
 local function resty_http()
@@ -210,8 +174,6 @@ local function resty_http()
   return http_lib, http_missing
 end
 
-local wait_pauses -- (defined with the pause, below)
-
 local function now()
   ngx.update_time()
   return ngx.now()
@@ -221,9 +183,8 @@ local function to_ms(seconds)
   return math.max(1, math.floor(seconds * 1000 + 0.5))
 end
 
--- The origin of a client's requests (scheme://authority of base_url, which
--- sim.new checked) -> what connect and the requests need. Made once per
--- client and origin: request urls differ only in path and query.
+-- scheme://authority of base_url (which sim.new checked) -> what connect and the requests need:
+-- made once per client and origin, as request urls differ only in path and query.
 local function new_origin(prefix, pool)
   local scheme, authority = prefix:match("^(https?)://([^/?#]+)$")
   if not scheme then return nil end
@@ -241,8 +202,7 @@ local function new_origin(prefix, pool)
   local where = scheme .. "://" .. host_header
   return {
     where = where, host_header = host_header, tls = scheme == "https",
-    -- lua-resty-http's connect options (it only reads them). The pool's name has the scheme:
-    -- plain and TLS connections never mix.
+    -- lua-resty-http's connect options (it only reads them); the pool's name has the scheme: plain and TLS never mix
     connect = {
       scheme = scheme, port = port, pool = pool .. where, ssl_verify = true, ssl_server_name = name,
       -- an IPv6 literal stays in brackets, as ngx_lua parses it; "localhost" needs no resolver
@@ -252,22 +212,18 @@ local function new_origin(prefix, pool)
   }
 end
 
--- Whether a connect error is about the server's certificate.
-local function certificate_problem(message)
-  message = tostring(message):lower()
-  return message:find("certificate", 1, true) or message:find("verif", 1, true)
-end
-
--- A connect error that a line of nginx.conf fixes: the message naming the
--- directive, and true (trying again cannot help); else the message as it is.
+-- A connect error that a line of nginx.conf fixes: the message naming the directive, and true
+-- (trying again cannot help); else the message as it is.
 local function directive_problem(origin, message)
   message = tostring(message)
   if message:find("no resolver defined", 1, true) then
     return message .. ": nginx resolves host names for cosockets only with a `resolver` directive in the http "
       .. "block of nginx.conf (e.g. resolver 1.1.1.1 8.8.8.8 ipv6=off; or your network's DNS server)", true
   end
-  if not (origin.tls and certificate_problem(message)) then return message, nil end
   local lower = message:lower()
+  if not (origin.tls and (lower:find("certificate", 1, true) or lower:find("verif", 1, true))) then
+    return message
+  end
   if lower:find("does not match host", 1, true) then
     return message .. ": the server's certificate is not for " .. origin.connect.ssl_server_name
       .. " (base_url's host)", true
@@ -299,9 +255,8 @@ local function connect_timed_out(state)
     state.origin.tls and "timed out connecting or in the TLS handshake" or "timed out connecting")
 end
 
--- httpc:connect: a kept-alive connection from the client's pool, or a new
--- one (name resolution, TCP, and for https the TLS handshake with the host
--- name checked): true, or a failure. Nothing is written before it succeeds.
+-- httpc:connect (a pooled connection, or name resolution, TCP and for https the TLS handshake with
+-- the host name checked) -> true, or a failure. Nothing is written before it succeeds.
 local function connect(state, httpc)
   local budget = to_ms(state.connect_deadline - now())
   httpc:set_timeouts(budget, budget, budget)
@@ -311,9 +266,8 @@ local function connect(state, httpc)
   return failed(state, "not_sent", directive_problem(state.origin, err))
 end
 
--- The Content-Length of a response: a number, nil when there is none, or
--- false and why when it is not one count of bytes (lua-resty-http reads a
--- list of them as none, and loops without end on a negative one).
+-- The Content-Length: a number, nil when there is none, or false and why when it is not one count
+-- of bytes (lua-resty-http reads a list of them as none, and loops without end on a negative one).
 local function declared_length(headers)
   local value = headers["Content-Length"]
   if value == nil then return nil end
@@ -325,10 +279,9 @@ local function declared_length(headers)
   return tonumber(digits)
 end
 
--- res's body, read a piece at a time with the deadline and max_response_bytes
--- checked between pieces: the body and whether it ran to the connection's
--- close, or a failure. state.reading_body says the read is in
--- lua-resty-http's body reader (see give_up).
+-- res's body, read a piece at a time with the deadline and max_response_bytes checked between pieces
+-- -> the body and whether it ran to the connection's close, or a failure. state.reading_body says
+-- the read is in lua-resty-http's body reader (see give_up).
 local function read_body(state, httpc, res)
   if not res.has_body then return "", false end -- HEAD, 204, 304
   local length, bad = declared_length(res.headers)
@@ -367,10 +320,8 @@ local function read_body(state, httpc, res)
   return table.concat(pieces), to_close
 end
 
--- One attempt over one connection: connect, send, read the response, give
--- the connection back to the pool or close it -> status, headers, body, or
--- a failure. state.sent is set just before the first send: from then on a
--- failure is "broken" or "timeout". Runs on a light thread (see bounded_attempt).
+-- One attempt over one connection: connect, send, read the response, give the connection back to the
+-- pool or close it -> status, headers, body, or a failure. Runs on a light thread (see bounded_attempt).
 local function exchange(state)
   local http, request = state.http, state.request
   local httpc, err = http.new()
@@ -423,10 +374,9 @@ end
 -- The thread is still at it when its time is up: the attempt fails.
 local function give_up(state, thread)
   if state.reading_body then
-    -- lua-resty-http's body reader is a coroutine of its own, whose pending read a kill would leave
-    -- behind on the socket. A 1 ms timeout ends that read at its next event instead (every byte
-    -- re-arms a read's timer with the timeout of the moment), and the thread then fails on the
-    -- deadline and closes the connection, on its own: the attempt ends now.
+    -- Not a kill: lua-resty-http's body reader is a coroutine of its own, whose pending read a kill would
+    -- leave on the socket. A 1 ms timeout ends that read at its next event (each byte re-arms the timer
+    -- with the timeout of the moment); the thread then fails and closes the connection on its own.
     state.httpc:set_timeouts(1, 1, 1)
     return nil, failure(state, "timeout", "the response did not arrive whole in time")
   end
@@ -435,14 +385,11 @@ local function give_up(state, thread)
   return failed(state, "timeout", "no whole response within `timeout`")
 end
 
--- One attempt, bounded as a whole: the exchange runs on a light thread, and
--- this one waits for it until connect_deadline, or, once it has connected,
--- until the attempt's deadline. Cosocket timeouts alone would not do: they
--- are per operation, every byte that arrives re-arms a read's, and name
--- resolution is timed by nginx's resolver_timeout (30 s by default).
+-- One attempt, bounded as a whole: the exchange runs on a light thread that this one waits for until
+-- connect_deadline, or once connected the deadline. Cosocket timeouts alone would not do: they are per
+-- operation, every byte re-arms a read's, and name resolution waits nginx's resolver_timeout (30 s).
 local function bounded_attempt(state)
-  semaphore = semaphore or require "ngx.semaphore"
-  state.done = semaphore.new(0)
+  state.done = require("ngx.semaphore").new(0) -- lua-resty-core's: required here, in nginx
   local thread, err = ngx.thread.spawn(run_exchange, state)
   if not thread then return failed(state, "not_sent", "ngx.thread.spawn: " .. tostring(err)) end
   local limit = state.connect_deadline
@@ -461,17 +408,12 @@ local function bounded_attempt(state)
   return o[1], o[2], o[3]
 end
 
--- The transport of a client: one attempt per call, bounded as a whole by
--- request.timeout (as in the C client), its connect (with name resolution
--- and the TLS handshake) by request.connect_timeout as well.
---
--- The not-sent boundary is httpc:request: a connect failure (returned or
--- raised, or a deadline passing then) is "not_sent" / "connect_timeout";
--- anything after is "broken" / "timeout". A pooled connection the server
--- closed while idle is dropped by ngx_lua before connect returns it (a new
--- one opens: nothing was sent on the old one); one closed too late for that
--- fails after the send, as "broken": a purchase is never sent twice by this
--- transport.
+-- The transport of a client: one attempt per call, bounded by request.timeout (as in the C client),
+-- its connect (name resolution and TLS handshake included) by request.connect_timeout too.
+-- The not-sent boundary is httpc:request: a connect failure (returned or raised, or a deadline passing
+-- then) is "not_sent" / "connect_timeout", anything after "broken" / "timeout". A pooled connection the
+-- server closed while idle is dropped by ngx_lua before connect returns it; one closed too late for that
+-- fails after the send, as "broken": this transport never sends a purchase twice.
 local function cosocket_transport(http, opts)
   local origins = {} -- prefix (scheme://authority) -> new_origin's
   return function(request)
@@ -479,39 +421,30 @@ local function cosocket_transport(http, opts)
     -- scheme://authority: up to the path's "/" (client:request's urls are base_url .. "/...")
     local slash = find(url, "/", 9, true)
     local prefix = slash and sub(url, 1, slash - 1)
+    if prefix and not origins[prefix] then origins[prefix] = new_origin(prefix, opts.pool) end
     local origin = prefix and origins[prefix]
-    if prefix and not origin then
-      origin = new_origin(prefix, opts.pool)
-      origins[prefix] = origin
-    end
     if not origin then return nil, { failure = "not_sent", message = "cannot send to " .. tostring(url) } end
-    local path = url:sub(#prefix + 1)
     request.headers.Host = origin.host_header -- base_url's, also when "localhost" connects to 127.0.0.1
     local start = now()
     local deadline = start + (tonumber(request.timeout) or DEFAULTS.timeout)
     return bounded_attempt{
-      origin = origin, http = http, request = request, path = path ~= "" and path or "/",
+      origin = origin, http = http, request = request, path = sub(url, slash),
       max_bytes = opts.max_bytes, deadline = deadline,
       connect_deadline = math.min(deadline, start + (tonumber(request.connect_timeout) or math.huge)),
     }
   end
 end
 
---- Whether the cosocket transport can be used here: true, or nil and why not
--- (lua-resty-http cannot be required: install it, see docs/openresty.md).
+--- Whether the cosocket transport can be used here: true, or nil and why lua-resty-http cannot be required.
 function resty.cosocket_available()
   local http, why = resty_http()
-  if http then return true end
-  return nil, why
+  return http and true, why
 end
 
----------------------------------------------------------------------------
--- The server's pause (err.pause): per batch, and across the workers with shared_dict
----------------------------------------------------------------------------
+-- == The server's pause (err.pause): per batch, and across the workers with shared_dict ==
 
--- The key of an origin's pause in a shared dict: this prefix and scheme://host[:port] (as new_origin
--- writes it: the default port left out), so clients with the same base_url origin share it. Its value
--- is the end of the pause on ngx.now()'s clock; the dict's own exptime drops it after.
+-- An origin's pause in a shared dict is at this prefix .. scheme://host[:port] (new_origin's `where`), so
+-- clients with the same base_url origin share it: the pause's end on ngx.now()'s clock, until its exptime.
 local PAUSE_PREFIX = "telnyx.sim.pause#"
 
 local function pause_key(url)
@@ -541,9 +474,8 @@ local function extend_shared_pause(dict, key, until_t)
   return nil, "its lock stayed taken"
 end
 
--- The server asked every client to wait `seconds` (err.pause): the origin's shared pause, when the client has one.
+-- The server asked every client to wait `seconds` (err.pause): the origin's shared pause, at `key`.
 local function share_pause(self, key, seconds)
-  if not key then return end
   local ok, err = extend_shared_pause(self.pause_dict, key, now() + seconds)
   if not ok then -- the pause still holds for this call (and its batch); other workers do not see it
     ngx.log(ngx.WARN, "telnyx.sim.resty: lua_shared_dict ", self.shared_dict, ": could not store the pause of ",
@@ -554,7 +486,7 @@ end
 -- Before an attempt: waits (ngx.sleep) until the batch's pause (b, or nil for a single call) and the
 -- origin's shared pause (key, or nil without shared_dict) are over; either may grow meanwhile. true,
 -- or false when the batch stopped or the client was closed meanwhile (looked at every second).
-function wait_pauses(self, key, b)
+local function wait_pauses(self, key, b)
   while not (b and b.stopped) and not self.closed do
     local until_t = b and b.pause_until or 0
     if key then
@@ -569,9 +501,7 @@ function wait_pauses(self, key, b)
   return false
 end
 
----------------------------------------------------------------------------
--- Client
----------------------------------------------------------------------------
+-- == Client ==
 
 local Client = {}
 Client.__index = Client
@@ -580,10 +510,8 @@ Client.__index = Client
 local function send(self, req)
   local request = req -- the built-in transports change nothing; a caller's gets a copy of its own
   if self.transport_kind == "custom" then
-    request = {
-      operation = req.operation, method = req.method, url = req.url, path = req.path,
-      body = req.body, timeout = req.timeout, connect_timeout = req.connect_timeout, headers = {},
-    }
+    request = { operation = req.operation, method = req.method, url = req.url, path = req.path,
+      body = req.body, timeout = req.timeout, connect_timeout = req.connect_timeout, headers = {} }
     for k, v in pairs(req.headers) do request.headers[k] = v end
   end
   local ok, status, headers, body = pcall(self.transport, request)
@@ -640,42 +568,31 @@ local function prepare(self, op, params, opts)
   return req
 end
 
--- What a call's attempts end with once its batch stopped: never returned (the coordinating thread gives
--- the calls not finished their own err), so a marker, not an err.
+-- What a batch's call ends with once its batch stopped: a marker, never returned (the batch gives its err).
 local STOPPED = {}
 
--- The attempts of one prepared request, for a single call and for each call
--- of a batch: send it, hand the reply to client:interpret, and while that
--- says to retry, wait with ngx.sleep and send it again. Before each attempt,
--- the pauses the server asked for (err.pause) are waited out: the origin's
--- shared one (shared_dict), and `pace`'s (a batch's, see below), which is
--- also told of each retry.
---
--- Nothing is sent once the client is closed (during a pause or a retry's wait): a single call ends
--- with the C client's err for that, a batch's call with STOPPED (its batch gives it the closed err).
-local function attempts(self, req, pace)
+-- The attempts of a prepared request (a single call, or call i of batch b): send, client:interpret, and
+-- while it says to retry, ngx.sleep and send again. Before each attempt the server's pauses are waited
+-- out: the origin's shared one and the batch's, which every retry with err.pause extends, so no call
+-- hammers the limit on its own (the C client's rule). Nothing is sent once the client is closed.
+local function attempts(self, req, b, i)
   local key = self.pause_dict and pause_key(req.url)
   local attempt = 1
   while true do
-    if pace then
-      local stop = pace:start(attempt, self, key)
-      if stop then return nil, stop end
-    elseif key then
-      wait_pauses(self, key)
-    end
+    wait_pauses(self, key, b)
+    if b and (b.stopped or self.closed) then return nil, STOPPED end
     if self.closed then
-      if pace then return nil, STOPPED end
       local why = attempt > 1 and "while waiting to retry" or "while waiting out the server's pause; nothing was sent"
       return nil, sim.error("config", req.operation .. ": the client was closed " .. why, { attempts = attempt - 1 })
     end
-    local reply = send(self, req)
-    local res, err, retry_in = self.core:interpret(req, reply, attempt)
+    if b then b.attempts[i] = attempt end
+    local res, err, retry_in = self.core:interpret(req, send(self, req), attempt)
     if res then return res end
-    if err.pause then share_pause(self, key, err.pause) end
+    if err.pause and key then share_pause(self, key, err.pause) end
     if not retry_in then return nil, err end
-    if pace then
-      local stop = pace:retry(err)
-      if stop then return nil, stop end
+    if b then
+      if b.stopped then return nil, STOPPED end
+      if err.pause then b.pause_until = math.max(b.pause_until, now() + err.pause) end
     end
     ngx.sleep(retry_in)
     attempt = attempt + 1
@@ -685,9 +602,8 @@ end
 local function call(self, op, params, opts)
   local err = phase_error(self, op)
   if err then return nil, err end
-  local req
-  req, err = prepare(self, op, params, opts)
-  if not req then return nil, err end
+  local req, perr = prepare(self, op, params, opts)
+  if not req then return nil, perr end
   return attempts(self, req)
 end
 
@@ -711,9 +627,7 @@ end
 
 --- client:_check_phase(name) -> nil | err: whether `name` (one of flow's helpers) can run in this phase,
 -- asked once at its top, so that the err names what the user called (the C client has no such hook).
-function Client:_check_phase(name)
-  return phase_error(self, name)
-end
+Client._check_phase = phase_error
 
 --- client:sleep(seconds): how flow's helpers wait here -- without blocking the worker.
 function Client.sleep(_, seconds)
@@ -728,57 +642,27 @@ end
 
 --- client:clock(): seconds, for flow's deadlines.
 function Client.clock()
-  if monotonic then return monotonic() end
-  ngx.update_time()
-  return ngx.now()
+  return monotonic and monotonic() or now()
 end
 
 -- each and wait_for_action, the same code as the C client's
 local flow = require "telnyx.sim.flow"
 for _, name in ipairs(flow.methods) do Client[name] = flow[name] end
 
----------------------------------------------------------------------------
--- Batch: many calls at once, on light threads
----------------------------------------------------------------------------
+-- == Batch: many calls at once, on light threads ==
 
 local rawlen = rawlen or function(t) return #t end -- LuaJIT without 5.2 compat: # is raw there
 
--- What paces the attempts of call `index` of a batch (see attempts()).
-local Pace = {}
-Pace.__index = Pace
-
--- Before each attempt: waits out the batch's pause and the origin's shared one; STOPPED once the batch stopped.
-function Pace:start(attempt, client, key)
-  local b = self.batch
-  if not wait_pauses(client, key, b) then return STOPPED end
-  b.attempts[self.index] = attempt
-  return nil
-end
-
--- A failed attempt that will be retried in retry_in s: when the server asked every client to wait
--- (err.pause: a 429, or a Retry-After), no new attempt of the batch starts before that ends, instead
--- of each call hammering the limit on its own (the C client's rule).
-function Pace:retry(err)
-  local b = self.batch
-  if b.stopped then return STOPPED end
-  if err.pause then
-    local t = now() + err.pause
-    if t > b.pause_until then b.pause_until = t end
-  end
-end
-
--- A light thread's body: every attempt of call i, then its outcome queued
--- for the coordinating thread, which the semaphore wakes.
+-- A light thread's body: every attempt of call i, then its outcome queued for the coordinating thread.
 local function run_call(self, b, i)
-  local fine, res, err = pcall(attempts, self, b.reqs[i], setmetatable({ batch = b, index = i }, Pace))
-  b.queued = b.queued + 1
-  b.finished[b.queued] = fine and { index = i, res = res, err = err } or { index = i, raised = true, error = res }
+  local fine, res, err = pcall(attempts, self, b.reqs[i], b, i)
+  b.finished[#b.finished + 1] = fine and { index = i, res = res, err = err }
+    or { index = i, raised = true, error = res }
   b.sema:post(1)
 end
 
--- Ends the light threads still running: no attempt starts after this; a
--- thread is killed, or waited for when it cannot be (one with a pending
--- subrequest: nginx cannot kill those; it ends after its current attempt).
+-- Ends the light threads still running, after which no attempt starts: each is killed, or waited for
+-- when it cannot be (nginx cannot kill one with a pending subrequest; it ends after its current attempt).
 local function stop_threads(b)
   b.stopped = true
   for _, t in pairs(b.thread_of) do
@@ -787,18 +671,9 @@ local function stop_threads(b)
   b.thread_of = {}
 end
 
--- The coordinating thread: at most `concurrency` light threads (one per call
--- in progress), results in input order, progress called from here.
---
--- It never waits on several threads at once: ngx.thread.wait(a, b) leaves b
--- marked as waited for when a ends first, and b ending later would then
--- resume this thread wherever it is (in ngx.sleep in progress, say). Each
--- thread queues its outcome and posts a semaphore; only an ended thread
--- (or one that cannot be killed, alone) is waited for.
--- The err of a call whose client was closed before its batch finished, in
--- src/batch.c's words (finish_rest_closed; spec/openresty_batch_spec.lua
--- compares them): one never sent may be sent again; one that spends or
--- creates and was sent may have gone through.
+-- The err of a call whose client was closed before its batch finished, in src/batch.c's words
+-- (finish_rest_closed; spec/openresty_batch_spec.lua compares them): one never sent may be sent
+-- again; one that spends or creates and was sent may have gone through.
 local function closed_err(op, tries)
   local d, sent = sim.describe(op), tries > 0
   local safe = d.resend == "safe"
@@ -808,11 +683,16 @@ local function closed_err(op, tries)
   return sim.error("config", message, { attempts = tries, retryable = not sent or safe })
 end
 
+-- The coordinating thread: at most `concurrency` light threads, results in input order, progress
+-- called from here. It never waits on several threads at once: ngx.thread.wait(a, b) leaves b marked
+-- as waited for when a ends first, and b ending later would resume this thread wherever it is (in
+-- progress's ngx.sleep, say). So threads queue their outcome and post a semaphore; only an ended
+-- thread (or, alone, one that cannot be killed) is waited for.
 local function run_batch(self, reqs, concurrency, progress)
   local n = #reqs
   local b = { reqs = reqs, pause_until = 0, attempts = {}, stopped = false,
-    thread_of = {}, finished = {}, queued = 0, sema = assert(require("ngx.semaphore").new(0)) }
-  local results, done, ok, running, next_call, taken = {}, 0, 0, 0, 1, 0
+    thread_of = {}, finished = {}, sema = assert(require("ngx.semaphore").new(0)) }
+  local results, done, ok, running, next_call = {}, 0, 0, 0, 1
 
   local function finish(i, res, err)
     results[i] = res and { res = res } or { err = err }
@@ -836,9 +716,7 @@ local function run_batch(self, reqs, concurrency, progress)
       end
       local woke, werr = b.sema:wait(60)
       if woke then
-        taken = taken + 1
-        local f = b.finished[taken]
-        b.finished[taken] = nil
+        local f = table.remove(b.finished, 1)
         ngx.thread.wait(b.thread_of[f.index]) -- it ended right after posting: this only reaps it
         b.thread_of[f.index], running = nil, running - 1
         if f.raised then error(f.error, 0) end -- a bug, not a call's failure
@@ -858,12 +736,8 @@ local function run_batch(self, reqs, concurrency, progress)
   return flow.results(results, ok, done - ok)
 end
 
---- client:batch(calls [, opts]) -> results | nil, err: the C client's batch
--- (see src/batch.c for the API), each call's attempts on a light thread.
---   calls[i] = { name, params [, opts] }
---   opts = { concurrency = 16 (1-1000), progress = function(done, total, index, res, err) }
---   results[i] = { res = } | { err = } in input order; results.ok, results.failed.
--- Every call is checked before anything is sent (nil, err with err.index).
+--- client:batch(calls [, opts]) -> results | nil, err: the C client's batch (its API: src/batch.c), each
+-- call's attempts on a light thread. Every call is checked before anything is sent (nil, err with err.index).
 function Client:batch(calls, opts)
   local err = phase_error(self, "batch")
   if err then return nil, err end
@@ -892,12 +766,8 @@ function Client:batch(calls, opts)
   return run_batch(self, reqs, rawget(opts, "concurrency") or DEFAULTS.concurrency, rawget(opts, "progress"))
 end
 
---- Releases the core client (its API key with it); a batch in progress ends.
--- The client holds no connection between calls: the cosocket transport gives
--- each one back to the worker's pool of its origin as soon as its response
--- is whole, where the next call of any client (the next request's too)
--- takes it, until lua_socket_keepalive_timeout closes it. After close, every
--- call returns nil, err without sending anything.
+--- Releases the core client (its API key with it); a batch in progress ends, and every later call
+-- returns nil, err without sending. No connection to release: each went back to its origin's pool.
 function Client:close()
   self.closed = true -- a batch running notices it
   self.core:close()
@@ -925,20 +795,16 @@ local function user_agent(kind, http)
   return ("telnyx-sim-lua/%s (%s; %s; ngx_lua/%s)"):format(sim._VERSION, _VERSION, what,
     dotted(ngx.config.ngx_lua_version))
 end
--- The name of the connection pool of an origin: "telnyx.sim#<scheme://host:port>", shared by every client
--- of the worker (a client made per request reuses the connections the previous ones kept alive). Plain and
--- TLS connections never mix (the scheme), and a TLS one is always verified for the host it names.
+
+-- An origin's connection pool, "telnyx.sim#<scheme://host:port>", is shared by every client of the worker
+-- (a client per request reuses what the previous ones kept alive): safe, as plain and TLS never mix
+-- and a TLS connection is always verified for the host it names.
 local POOL_PREFIX = "telnyx.sim#"
 
 --- resty.new{ api_key =, transport = "cosocket" | "capture" | function(request), location = "/_telnyx",
 --            shared_dict = "NAME", ...sim.new options } -> client | nil, err (never raises, like sim.new).
--- transport: "cosocket" (lua-resty-http; the default: refused, naming the library, without it),
--- "capture" (an ngx.location.capture subrequest to `location`; the default when `location`
--- is given), or a function(request) -> status, headers, body | nil, err.
--- client.transport_kind says which: "cosocket", "capture" or "custom".
--- shared_dict: a lua_shared_dict where a pause the server asks for (err.pause: a 429, a Retry-After)
--- is kept per origin, so that every worker's calls and batches of clients with that dict and that
--- base_url origin wait it out before their next attempt; without it, only the batch that saw it waits.
+-- client.transport_kind says which transport it got. With shared_dict, a pause the server asks for holds
+-- every worker's calls to that origin; without, only the batch that saw it (see docs/openresty.md).
 function resty.new(opts)
   if opts ~= nil and type(opts) ~= "table" then
     return nil, new_error("invalid_params", "resty.new: options must be a table (got " .. type(opts) .. ")", "options")
@@ -997,12 +863,11 @@ function resty.new(opts)
         .. "or pass transport = \"capture\" with a proxy location (see docs/openresty.md): "
         .. tostring(missing), "transport")
     end
-    for _, name in ipairs{ "ca_file", "ca_path" } do
-      if opts[name] ~= nil then
-        core:close()
-        return nil, new_error("config", "'" .. name .. "' is not used by the cosocket transport: nginx's "
-          .. "lua_ssl_trusted_certificate names the CAs it trusts (see docs/openresty.md)", name)
-      end
+    local ca = opts.ca_file ~= nil and "ca_file" or opts.ca_path ~= nil and "ca_path"
+    if ca then
+      core:close()
+      return nil, new_error("config", "'" .. ca .. "' is not used by the cosocket transport: nginx's "
+        .. "lua_ssl_trusted_certificate names the CAs it trusts (see docs/openresty.md)", ca)
     end
     transport = cosocket_transport(http, {
       pool = POOL_PREFIX, -- + scheme://authority: every client of this worker shares the pool of an origin
