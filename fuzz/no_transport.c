@@ -20,19 +20,14 @@ int tsim_transport_set_headers(struct transport *t, const char *api_key, const c
   return 1;
 }
 
-int tsim_transport_call_headers(lua_State *L, struct exchange *x, struct strbuf *scratch, int json,
-                                const char *idempotency_key, int headers_idx) {
-  (void)L; (void)x; (void)scratch; (void)json; (void)idempotency_key; (void)headers_idx;
-  return 1;
-}
-
 int tsim_transport_ready(struct transport *t) {
   (void)t;
   return 0; /* run_call then answers "could not create a libcurl handle" */
 }
 
-void tsim_transport_perform(struct transport *t, const struct send_spec *s, struct attempt *a) {
-  (void)t; (void)s;
+void tsim_transport_perform(lua_State *L, struct transport *t, struct strbuf *scratch, const struct call *k,
+                            int headers_idx, struct attempt *a) {
+  (void)L; (void)t; (void)scratch; (void)k; (void)headers_idx;
   a->outcome = OUT_NOT_SENT;
 }
 
@@ -46,8 +41,9 @@ struct exchange *tsim_multi_free_slot(struct transport *t) {
   return NULL;
 }
 
-int tsim_multi_start(struct transport *t, struct exchange *x, const struct send_spec *s) {
-  (void)t; (void)x; (void)s;
+int tsim_multi_start(lua_State *L, struct transport *t, struct exchange *x, struct strbuf *scratch,
+                     const struct call *k, int headers_idx) {
+  (void)L; (void)t; (void)x; (void)scratch; (void)k; (void)headers_idx;
   return 0;
 }
 

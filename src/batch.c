@@ -180,22 +180,19 @@ static void start_ready(lua_State *L, struct client *c, struct batch *b) {
   /* the pool may be larger (an earlier batch's): concurrency is this batch's bound */
   while (t >= b->pause_until && tsim_multi_busy(&c->t) < b->concurrency &&
          (x = tsim_multi_free_slot(&c->t)) != NULL) {
-    int i = next_ready(b, t), hidx = 0;
+    int i = next_ready(b, t), hidx = 0, started;
     struct call *k;
-    struct send_spec s;
     if (i == 0) return;
     k = &b->calls[i - 1];
     if (k->headers_idx != 0) {
       lua_rawgeti(L, b->keep, KEEP(i, 1));
       hidx = lua_gettop(L);
     }
-    s = tsim_send_spec_of(k);
-    if (!tsim_transport_call_headers(L, x, &c->scratch, s.json, k->idempotency_key, hidx))
-      luaL_error(L, "telnyx.sim: not enough memory");
-    if (hidx) lua_pop(L, 1);
     b->st[i - 1].attempt++;
     x->tag = i;
-    if (!tsim_multi_start(&c->t, x, &s)) {
+    started = tsim_multi_start(L, &c->t, x, &c->scratch, k, hidx);
+    if (hidx) lua_pop(L, 1);
+    if (!started) {
       tsim_push_error(L, "connection", "%s: libcurl could not start the transfer", k->op->name);
       tsim_finish_error(L, c, b->st[i - 1].attempt);
       finish(L, b, i, 0);

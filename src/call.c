@@ -243,21 +243,8 @@ void tsim_finish_error(lua_State *L, const struct client *c, int attempts) {
   tsim_redact(L, -1, c->api_key);
 }
 
-struct send_spec tsim_send_spec_of(const struct call *k) {
-  struct send_spec s;
-  s.method = k->op->method;
-  s.url = k->url;
-  s.body = k->body;
-  s.body_len = k->body_len;
-  s.timeout = k->timeout;
-  s.allow_resend = k->resend_ok || k->op->resend == RESEND_SAFE;
-  s.json = k->op->body == BODY_JSON;
-  return s;
-}
-
 /* The attempts of one prepared call; returns 1 (res) or 2 (nil, err). */
 int tsim_run_call(lua_State *L, struct client *c, struct call *k, int array_mt) {
-  struct send_spec s = tsim_send_spec_of(k);
   struct attempt a;
   struct retry_verdict v;
   int attempt;
@@ -266,9 +253,7 @@ int tsim_run_call(lua_State *L, struct client *c, struct call *k, int array_mt) 
     return tsim_return_error(L);
   }
   for (attempt = 1;; attempt++) {
-    if (!tsim_transport_call_headers(L, &c->t.single, &c->scratch, s.json, k->idempotency_key, k->headers_idx))
-      return luaL_error(L, "telnyx.sim: not enough memory");
-    tsim_transport_perform(&c->t, &s, &a);
+    tsim_transport_perform(L, &c->t, &c->scratch, k, k->headers_idx, &a);
     if (tsim_interpret(L, array_mt, k->op, &a, k->resend_ok, attempt, &v)) return 1;
     if (!v.retryable || attempt > k->max_retries) break;
     lua_pop(L, 1);

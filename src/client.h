@@ -62,7 +62,6 @@ struct client *tsim_check_client(lua_State *L, int idx);
  * leaving pushed: the headers slot (when opts is a table), the
  * Idempotency-Key (or nil), the URL and the body (or nil). */
 int tsim_prepare_call_at(lua_State *L, struct client *c, struct call *k, int p);
-struct send_spec tsim_send_spec_of(const struct call *k);
 void tsim_pause_for(lua_State *L, struct client *c, double seconds);
 void tsim_finish_error(lua_State *L, const struct client *c, int attempts); /* attempts, redaction */
 /* The attempts of one prepared call over libcurl: 1 (res pushed) or 2 (nil, err). */

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "lauxlib.h"
+#include "client.h"
 #include "transport.h"
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
@@ -259,36 +260,80 @@ static void exchange_renew(struct exchange *x) {
   }
 }
 
-static void exchange_prepare(struct exchange *x, const struct send_spec *s) {
+static struct curl_slist *slist_add(struct curl_slist *list, const char *line, int *ok) {
+  struct curl_slist *next;
+  if (!*ok) return list;
+  next = curl_slist_append(list, line);
+  if (next == NULL) { *ok = 0; return list; }
+  return next;
+}
+
+/* The attempt's own header list, when it adds to the client's: an
+ * Idempotency-Key, the caller's headers. Raises on no memory (x owns it). */
+static void call_headers(lua_State *L, struct exchange *x, struct strbuf *scratch, const struct call *k,
+                         int headers_idx) {
+  struct curl_slist *h;
+  int ok = 1;
+  free_headers_wiped(&x->call_headers);
+  if (k->idempotency_key == NULL && headers_idx == 0) return;
+  for (h = k->op->body == BODY_JSON ? x->t->json_headers : x->t->bare_headers; h != NULL; h = h->next)
+    x->call_headers = slist_add(x->call_headers, h->data, &ok);
+  if (k->idempotency_key != NULL) {
+    scratch->len = 0;
+    sb_addlit(L, scratch, "Idempotency-Key: ");
+    sb_addstr(L, scratch, k->idempotency_key);
+    sb_addlit(L, scratch, "\0");
+    x->call_headers = slist_add(x->call_headers, scratch->data, &ok);
+  }
+  if (headers_idx != 0) {
+    lua_pushnil(L);
+    while (lua_next(L, headers_idx) != 0) {
+      scratch->len = 0;
+      sb_addstr(L, scratch, lua_tostring(L, -2));
+      sb_addlit(L, scratch, ": ");
+      sb_addstr(L, scratch, lua_tostring(L, -1));
+      sb_addlit(L, scratch, "\0");
+      x->call_headers = slist_add(x->call_headers, scratch->data, &ok);
+      lua_pop(L, 1);
+    }
+  }
+  if (!ok) luaL_error(L, "telnyx.sim: not enough memory");
+}
+
+/* Readies x for an attempt of k: its state reset, the request set. */
+static void exchange_prepare(lua_State *L, struct exchange *x, struct strbuf *scratch, const struct call *k,
+                             int headers_idx) {
   CURL *h;
   const struct transport *t = x->t;
-  long ms = (long)(s->timeout * 1000.0), cms = (long)(t->connect_timeout * 1000.0);
-  if (x->tainted && !s->allow_resend) exchange_renew(x);
+  const char *method = k->op->method;
+  int json = k->op->body == BODY_JSON, allow_resend = k->resend_ok || k->op->resend == RESEND_SAFE;
+  long ms = (long)(k->timeout * 1000.0), cms = (long)(t->connect_timeout * 1000.0);
+  if (x->tainted && !allow_resend) exchange_renew(x);
+  call_headers(L, x, scratch, k, headers_idx);
   h = x->curl;
   x->response.len = 0;
   x->sends = 0;
-  x->allow_resend = s->allow_resend;
+  x->allow_resend = allow_resend;
   x->too_large = x->out_of_memory = 0;
   x->curl_error[0] = x->refusal[0] = '\0';
   tsim_meta_reset(&x->meta);
-  x->verbose = !s->allow_resend;
+  x->verbose = !allow_resend;
   x->h2_stream = 0;
   x->goaway_last = -1;
   x->refused_retry = x->got_response = x->socket_after_send = 0;
   x->headers_done = 0;
   curl_easy_setopt(h, CURLOPT_VERBOSE, (long)x->verbose);
-  curl_easy_setopt(h, CURLOPT_URL, s->url);
-  curl_easy_setopt(h, CURLOPT_HTTPHEADER,
-                   x->call_headers ? x->call_headers : s->json ? t->json_headers : t->bare_headers);
+  curl_easy_setopt(h, CURLOPT_URL, k->url);
+  curl_easy_setopt(h, CURLOPT_HTTPHEADER, x->call_headers ? x->call_headers : json ? t->json_headers : t->bare_headers);
   curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, ms > 0 ? ms : 1L);
   curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, cms > 0 && cms < ms ? cms : (ms > 0 ? ms : 1L));
-  if (s->body != NULL) {
-    curl_easy_setopt(h, CURLOPT_POSTFIELDS, s->body);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)s->body_len);
-    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, strcmp(s->method, "POST") ? s->method : NULL);
+  if (k->body != NULL) {
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, k->body);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)k->body_len);
+    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, strcmp(method, "POST") ? method : NULL);
   } else {
     curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
-    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, strcmp(s->method, "GET") ? s->method : NULL);
+    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, strcmp(method, "GET") ? method : NULL);
   }
 }
 
@@ -374,14 +419,6 @@ int tsim_transport_ready(struct transport *t) {
   return t->single.curl != NULL || exchange_setup(&t->single, t);
 }
 
-static struct curl_slist *slist_add(struct curl_slist *list, const char *line, int *ok) {
-  struct curl_slist *next;
-  if (!*ok) return list;
-  next = curl_slist_append(list, line);
-  if (next == NULL) { *ok = 0; return list; }
-  return next;
-}
-
 int tsim_transport_set_headers(struct transport *t, const char *api_key, const char *user_agent) {
   static const char bearer[] = "Authorization: Bearer ";
   size_t n = sizeof bearer - 1 + strlen(api_key) + 1;
@@ -402,40 +439,10 @@ int tsim_transport_set_headers(struct transport *t, const char *api_key, const c
   return ok;
 }
 
-int tsim_transport_call_headers(lua_State *L, struct exchange *x, struct strbuf *scratch, int json,
-                                const char *idempotency_key, int headers_idx) {
-  struct curl_slist *h;
-  int ok = 1;
-  free_headers_wiped(&x->call_headers);
-  if (idempotency_key == NULL && headers_idx == 0) return 1;
-  for (h = json ? x->t->json_headers : x->t->bare_headers; h != NULL; h = h->next)
-    x->call_headers = slist_add(x->call_headers, h->data, &ok);
-  if (idempotency_key != NULL) {
-    scratch->len = 0;
-    sb_addlit(L, scratch, "Idempotency-Key: ");
-    sb_addstr(L, scratch, idempotency_key);
-    sb_addlit(L, scratch, "\0");
-    x->call_headers = slist_add(x->call_headers, scratch->data, &ok);
-  }
-  if (headers_idx != 0) {
-    lua_pushnil(L);
-    while (lua_next(L, headers_idx) != 0) {
-      scratch->len = 0;
-      sb_addstr(L, scratch, lua_tostring(L, -2));
-      sb_addlit(L, scratch, ": ");
-      sb_addstr(L, scratch, lua_tostring(L, -1));
-      sb_addlit(L, scratch, "\0");
-      x->call_headers = slist_add(x->call_headers, scratch->data, &ok);
-      lua_pop(L, 1);
-    }
-  }
-  return ok;
-}
-
-/* Sends one attempt and fills `a`. Blocks: this is the plain-Lua path. */
-void tsim_transport_perform(struct transport *t, const struct send_spec *s, struct attempt *a) {
+void tsim_transport_perform(lua_State *L, struct transport *t, struct strbuf *scratch, const struct call *k,
+                            int headers_idx, struct attempt *a) {
   CURLcode rc;
-  exchange_prepare(&t->single, s);
+  exchange_prepare(L, &t->single, scratch, k, headers_idx);
   rc = curl_easy_perform(t->single.curl);
   exchange_result(&t->single, rc, a);
 }
@@ -498,8 +505,9 @@ struct exchange *tsim_multi_free_slot(struct transport *t) {
 
 int tsim_multi_busy(const struct transport *t) { return t->in_flight; }
 
-int tsim_multi_start(struct transport *t, struct exchange *x, const struct send_spec *s) {
-  exchange_prepare(x, s);
+int tsim_multi_start(lua_State *L, struct transport *t, struct exchange *x, struct strbuf *scratch,
+                     const struct call *k, int headers_idx) {
+  exchange_prepare(L, x, scratch, k, headers_idx);
   if (curl_multi_add_handle(t->multi, x->curl) != CURLM_OK) return 0;
   x->busy = 1;
   t->in_flight++;

@@ -72,30 +72,25 @@ struct transport {
   int plain_http_guard;            /* http:// base_url without allow_insecure_http */
 };
 
-/* What one attempt sends. */
-struct send_spec {
-  const char *method, *url, *body; /* body NULL: none */
-  size_t body_len;
-  double timeout;
-  int allow_resend;
-  int json;                        /* the body is JSON (else no Content-Type) */
-};
+struct call; /* a prepared call (client.h): what each attempt sends */
 
 int tsim_transport_global_init(const char **why);
 /* The client's fixed headers; 0 on no memory. */
 int tsim_transport_set_headers(struct transport *t, const char *api_key, const char *user_agent);
-/* The per-call header list: the fixed ones, an Idempotency-Key, the caller's
- * {name = value} table at headers_idx (0: none). 0 on no memory. */
-int tsim_transport_call_headers(lua_State *L, struct exchange *x, struct strbuf *scratch, int json,
-                                const char *idempotency_key, int headers_idx);
 int tsim_transport_ready(struct transport *t); /* 0: no handle could be made */
-void tsim_transport_perform(struct transport *t, const struct send_spec *s, struct attempt *a);
+/* One attempt of call k, blocking; headers_idx: the stack slot of the
+ * caller's {name = value} headers, 0 for none. scratch builds header lines.
+ * Raises (a Lua error) only on no memory. */
+void tsim_transport_perform(lua_State *L, struct transport *t, struct strbuf *scratch, const struct call *k,
+                            int headers_idx, struct attempt *a);
 
 /* Batches over the multi interface: HTTP/2 multiplexing where the server
  * offers it, else up to `concurrency` kept-alive connections. */
 int tsim_multi_ready(struct transport *t, int concurrency);      /* 0: no memory / no handle */
 struct exchange *tsim_multi_free_slot(struct transport *t);      /* NULL: all busy */
-int tsim_multi_start(struct transport *t, struct exchange *x, const struct send_spec *s); /* 0: failed */
+/* Starts an attempt of k on x (headers as tsim_transport_perform's); 0: failed. */
+int tsim_multi_start(lua_State *L, struct transport *t, struct exchange *x, struct strbuf *scratch,
+                     const struct call *k, int headers_idx);
 /* Drives transfers for at most `wait` seconds; returns a finished exchange
  * (its attempt in *a, removed from the multi) or NULL. */
 struct exchange *tsim_multi_next(struct transport *t, double wait, struct attempt *a);
