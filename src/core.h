@@ -27,6 +27,7 @@ void tsim_copy_into(lua_State *L, int from); /* every pair of the table at from 
 int tsim_return_error(lua_State *L);      /* nil, err (err on top) */
 int tsim_error_tostring(lua_State *L);    /* __tostring of an err */
 void tsim_push_escaped(lua_State *L, const char *s, size_t n); /* control characters as \n, \x1b */
+void tsim_push_escaped_at(lua_State *L, int idx); /* the string (or number) at idx, escaped */
 void tsim_push_joined(lua_State *L, const char *const *names, const char *quote);
 void tsim_redact(lua_State *L, int t, const char *key); /* the key -> [REDACTED], at any depth */
 void tsim_wipe(char *s); /* zeroes a string that held the key, before free */

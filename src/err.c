@@ -90,12 +90,10 @@ void tsim_push_escaped(lua_State *L, const char *s, size_t n) {
   luaL_pushresult(&b);
 }
 
-/* Replaces the string at idx by its escaped copy. */
-static void escape_in_place(lua_State *L, int idx) {
+void tsim_push_escaped_at(lua_State *L, int idx) {
   size_t n;
   const char *s = lua_tolstring(L, idx, &n);
   tsim_push_escaped(L, s, n);
-  lua_replace(L, idx);
 }
 
 int tsim_return_error(lua_State *L) {
@@ -112,18 +110,14 @@ int tsim_error_tostring(lua_State *L) {
   lua_settop(L, 1);
   lua_getfield(L, 1, "message");
   lua_getfield(L, 1, "request_id");
-  if (lua_isstring(L, 2)) escape_in_place(L, 2);
-  if (lua_isstring(L, 3)) escape_in_place(L, 3);
   lua_pushliteral(L, "telnyx.sim: ");
-  if (lua_isstring(L, 2)) lua_pushvalue(L, 2); else lua_pushliteral(L, "error");
+  if (lua_isstring(L, 2)) tsim_push_escaped_at(L, 2); else lua_pushliteral(L, "error");
   if (lua_isstring(L, 3)) {
     lua_pushliteral(L, " (request_id ");
-    lua_pushvalue(L, 3);
+    tsim_push_escaped_at(L, 3);
     lua_pushliteral(L, ")");
-    lua_concat(L, 5);
-  } else {
-    lua_concat(L, 2);
   }
+  lua_concat(L, lua_gettop(L) - 3);
   return 1;
 }
 

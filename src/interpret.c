@@ -266,14 +266,6 @@ static const char *result_problem(lua_State *L, const struct operation *op, int 
 
 /* --- Errors --- */
 
-/* Pushes the string at idx, escaped (tsim_push_escaped): a server's words go
- * into one-line messages, and must not forge another log line. */
-static void push_escaped_at(lua_State *L, int idx) {
-  size_t len;
-  const char *s = lua_tolstring(L, idx, &len);
-  tsim_push_escaped(L, s, len);
-}
-
 /* Pushes the first error's "title: detail" (escaped), with " (+N more)". */
 static void push_api_error_summary(lua_State *L, int errors) {
   size_t n = compat_rawlen(L, errors);
@@ -284,12 +276,12 @@ static void push_api_error_summary(lua_State *L, int errors) {
     lua_getfield(L, e, "title");
     lua_getfield(L, e, "detail");
     if (lua_type(L, e + 1) == LUA_TSTRING) {
-      push_escaped_at(L, e + 1);
+      tsim_push_escaped_at(L, e + 1);
       parts++;
     }
     if (lua_type(L, e + 2) == LUA_TSTRING) {
       if (parts) { lua_pushliteral(L, ": "); parts++; }
-      push_escaped_at(L, e + 2);
+      tsim_push_escaped_at(L, e + 2);
       parts++;
     }
   }
@@ -340,7 +332,7 @@ static int push_server_words(lua_State *L, int body) {
     for (i = 0; names[i] != NULL; i++) {
       lua_getfield(L, place, names[i]);
       if (lua_type(L, -1) == LUA_TSTRING && compat_rawlen(L, -1) > 0) {
-        push_escaped_at(L, -1);
+        tsim_push_escaped_at(L, -1);
         lua_replace(L, top + 1);
         lua_settop(L, top + 1);
         return 1;
