@@ -147,12 +147,9 @@ static int pick_key_and_url(lua_State *L, const struct client_opts *o, const cha
 /* Fills the client from the filled options; returns 0 with err pushed. */
 static int configure(lua_State *L, struct client *c, const struct client_opts *o) {
   const char *bad = unusable_option(o), *api_key, *base_url;
-  if (bad != NULL) {
-    tsim_push_error(L, "config", "sim.new: option '%s' is empty or contains a NUL byte "
-                    "(leave it out to use the default)", bad);
-    tsim_set_string(L, "field", bad);
-    return 0;
-  }
+  if (bad != NULL)
+    return config_fail(L, bad, "sim.new: option '%s' is empty or contains a NUL byte (leave it out to use the default)",
+                       bad);
   if (!pick_key_and_url(L, o, &api_key, &base_url)) return 0;
   c->timeout = o->timeout;
   c->t.connect_timeout = o->connect_timeout;
@@ -180,17 +177,12 @@ static void set_client_headers(lua_State *L, struct client *c) {
   if (!tsim_transport_set_headers(&c->t, c->api_key, line)) luaL_error(L, "telnyx.sim: not enough memory");
 }
 
-/* sim.new{...} -> client | nil, err. Raises on an unknown or mistyped option:
- * that is a programming error, not a condition to handle. */
+/* sim.new{...} -> client | nil, err (a bad option too: it never raises for input). */
 static int sim_new(lua_State *L) {
   static const struct vctx who = {"sim.new", NULL, 1};
-  struct client_opts o;
+  struct client_opts o = {.timeout = DEFAULT_TIMEOUT, .connect_timeout = DEFAULT_CONNECT_TIMEOUT,
+                          .max_retries = DEFAULT_MAX_RETRIES, .max_response_bytes = DEFAULT_MAX_RESPONSE_BYTES};
   struct client *c;
-  memset(&o, 0, sizeof o);
-  o.timeout = DEFAULT_TIMEOUT;
-  o.connect_timeout = DEFAULT_CONNECT_TIMEOUT;
-  o.max_retries = DEFAULT_MAX_RETRIES;
-  o.max_response_bytes = DEFAULT_MAX_RESPONSE_BYTES;
   if (lua_isnoneornil(L, 1)) { lua_settop(L, 0); lua_newtable(L); }
   lua_settop(L, 1);
   if (!tsim_fill_options(L, &who, client_options, 1, &o)) return tsim_return_error(L);

@@ -147,11 +147,7 @@ static int push_idempotency_key(lua_State *L, struct client *c, const struct cal
  * then pushes the Idempotency-Key or nil. */
 static int read_call_opts(lua_State *L, struct client *c, struct call *k, int idx) {
   const struct vctx who = {k->op->name, "opts", 1};
-  struct call_opts o;
-  memset(&o, 0, sizeof o);
-  o.timeout = c->timeout;
-  o.max_retries = c->max_retries;
-  o.retry_may_duplicate = c->resend_ok;
+  struct call_opts o = {.timeout = c->timeout, .max_retries = c->max_retries, .retry_may_duplicate = c->resend_ok};
   if (!lua_isnil(L, idx) && !tsim_fill_options(L, &who, call_options, idx, &o)) return 0;
   k->timeout = o.timeout;
   k->max_retries = (int)o.max_retries;
@@ -195,9 +191,6 @@ static int expand_id_shorthand(lua_State *L, const struct operation *op, int idx
   return 1;
 }
 
-/* Validates the params and opts in stack slots p and p + 1, and builds the
- * request. Leaves on the stack: the headers slot (when opts is a table), the
- * Idempotency-Key (or nil), the URL and the body (or nil). */
 int tsim_prepare_call_at(lua_State *L, struct client *c, struct call *k, int p) {
   const struct vctx who = {k->op->name, NULL, 0};
   if (c->closed) {

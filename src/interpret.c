@@ -348,41 +348,30 @@ static int push_server_words(lua_State *L, int body) {
  * success, with the API's error list when the body has one. */
 static void push_http_error(lua_State *L, int array_mt, const struct operation *op, const struct attempt *a,
                             int resend_ok) {
-  int have = decode_object(L, array_mt, a->body, a->body_len), errors, words;
-  push_api_errors(L, have ? lua_gettop(L) : 0, array_mt);
-  if (!have || compat_rawlen(L, -1) > 0 || !push_server_words(L, lua_gettop(L) - 1)) lua_pushnil(L);
-  lua_remove(L, -3); /* the body, or the decoder's reason */
-  words = lua_gettop(L);
-  errors = words - 1;
-  if (may_have_arrived(a)) push_uncertain_hint(L, op, resend_ok); else lua_pushliteral(L, "");
-  /* the header value the message quotes, escaped like the API's words */
-  if (a->status >= 300 && a->status < 400) tsim_push_escaped(L, a->meta.location, strlen(a->meta.location));
-  else tsim_push_escaped(L, a->meta.content_type, strlen(a->meta.content_type));
-  if (a->status >= 300 && a->status < 400) {
-    tsim_push_error(L, "http", "%s: HTTP %d: redirects are not followed (Location: %s)", op->name,
-                    (int)a->status, a->meta.location[0] ? lua_tostring(L, -1) : "none");
-  } else if (compat_rawlen(L, errors) > 0) {
-    push_api_error_summary(L, errors);
-    tsim_push_error(L, "http", "%s: HTTP %d: %s%s", op->name, (int)a->status, lua_tostring(L, -1),
-                    lua_tostring(L, -3));
-    lua_remove(L, -2);
-  } else if (!lua_isnil(L, words)) {
-    tsim_push_error(L, "http", "%s: HTTP %d: %s%s", op->name, (int)a->status, lua_tostring(L, words),
-                    lua_tostring(L, -2));
+  int top = lua_gettop(L), have = decode_object(L, array_mt, a->body, a->body_len); /* top + 1 */
+  int status = (int)a->status, redirect = status >= 300 && status < 400;
+  const char *quoted = redirect ? a->meta.location : a->meta.content_type;
+  push_api_errors(L, have ? top + 1 : 0, array_mt); /* top + 2 */
+  if (may_have_arrived(a)) push_uncertain_hint(L, op, resend_ok); else lua_pushliteral(L, ""); /* top + 3 */
+  tsim_push_escaped(L, quoted, strlen(quoted)); /* top + 4: a header's value, escaped like the API's words */
+  if (redirect) {
+    tsim_push_error(L, "http", "%s: HTTP %d: redirects are not followed (Location: %s)", op->name, status,
+                    *quoted ? lua_tostring(L, top + 4) : "none");
+  } else if (compat_rawlen(L, top + 2) > 0 || (have && push_server_words(L, top + 1))) {
+    if (compat_rawlen(L, top + 2) > 0) push_api_error_summary(L, top + 2); /* top + 5, as the words are */
+    tsim_push_error(L, "http", "%s: HTTP %d: %s%s", op->name, status, lua_tostring(L, top + 5),
+                    lua_tostring(L, top + 3));
   } else {
-    tsim_push_error(L, "http", "%s: HTTP %d%s%s%s%s%s", op->name, (int)a->status,
+    tsim_push_error(L, "http", "%s: HTTP %d%s%s%s%s%s", op->name, status,
                     !a->body_len ? " with no body" : have ? " with a JSON body that names no error"
                                                           : " with a non-JSON body",
-                    a->meta.content_type[0] ? " (" : "", lua_tostring(L, -1), a->meta.content_type[0] ? ")" : "",
-                    lua_tostring(L, -2));
+                    *quoted ? " (" : "", lua_tostring(L, top + 4), *quoted ? ")" : "", lua_tostring(L, top + 3));
   }
-  lua_remove(L, -2); /* the header value */
-  lua_remove(L, -2); /* the hint */
-  lua_pushvalue(L, errors);
+  lua_pushvalue(L, top + 2);
   lua_setfield(L, -2, "errors");
-  tsim_set_int(L, "status", a->status);
-  lua_remove(L, words);
-  lua_remove(L, errors);
+  tsim_set_int(L, "status", status);
+  lua_replace(L, top + 1);
+  lua_settop(L, top + 1);
 }
 
 /* The words for a success that could not be read: for calls that spend or

@@ -1,9 +1,4 @@
-/*
- * json.c -- lua-cjson for response bodies and sim.encode (json.h).
- *
- * Decoding is cjson.decode under lua_pcall (it raises on bad input), then
- * one walk that gives results the module's shape whichever cjson is there.
- */
+/* json.c -- lua-cjson for response bodies and sim.encode; see json.h. */
 #include <math.h>
 #include <string.h>
 
