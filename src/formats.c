@@ -37,17 +37,17 @@ static int is_spn(const char *s, size_t n) {
   return letters > 0;
 }
 
-/* Digits at s[*i..] exactly `count` of them. */
-static int digits(const char *s, size_t n, size_t *i, size_t count) {
-  size_t k;
-  for (k = 0; k < count; k++, (*i)++)
-    if (*i >= n || !isdigit((unsigned char)s[*i])) return 0;
-  return 1;
-}
-
-static int expect(const char *s, size_t n, size_t *i, const char *chars) {
-  if (*i >= n || strchr(chars, s[*i]) == NULL || s[*i] == '\0') return 0;
-  (*i)++;
+/* Whether s starts with text of this shape: 'd' a digit, 'T' T or t, '+'
+ * + or -, any other character itself. */
+static int shaped(const char *s, const char *shape) {
+  for (; *shape; s++, shape++) {
+    unsigned char c = (unsigned char)*s;
+    int ok = *shape == 'd'   ? isdigit(c)
+             : *shape == 'T' ? c == 'T' || c == 't'
+             : *shape == '+' ? c == '+' || c == '-'
+                             : c == (unsigned char)*shape;
+    if (!ok) return 0;
+  }
   return 1;
 }
 
@@ -59,22 +59,16 @@ static int two_digits_in(const char *s, size_t at, int lo, int hi) {
 
 /* RFC 3339: YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM), fields in range. */
 static int is_datetime(const char *s, size_t n) {
-  size_t i = 0;
-  if (n < 19 || !two_digits_in(s, 5, 1, 12) || !two_digits_in(s, 8, 1, 31) || !two_digits_in(s, 11, 0, 23) ||
-      !two_digits_in(s, 14, 0, 59) || !two_digits_in(s, 17, 0, 60))
-    return 0;
-  if (!(digits(s, n, &i, 4) && expect(s, n, &i, "-") && digits(s, n, &i, 2) && expect(s, n, &i, "-") &&
-        digits(s, n, &i, 2) && expect(s, n, &i, "Tt") && digits(s, n, &i, 2) && expect(s, n, &i, ":") &&
-        digits(s, n, &i, 2) && expect(s, n, &i, ":") && digits(s, n, &i, 2)))
+  size_t i = 19;
+  if (n < 19 || !shaped(s, "dddd-dd-ddTdd:dd:dd") || !two_digits_in(s, 5, 1, 12) || !two_digits_in(s, 8, 1, 31) ||
+      !two_digits_in(s, 11, 0, 23) || !two_digits_in(s, 14, 0, 59) || !two_digits_in(s, 17, 0, 60))
     return 0;
   if (i < n && s[i] == '.') {
-    i++;
-    if (!digits(s, n, &i, 1)) return 0;
-    while (i < n && isdigit((unsigned char)s[i])) i++;
+    do i++; while (i < n && isdigit((unsigned char)s[i]));
+    if (i == 20) return 0; /* no digit after the dot */
   }
   if (i < n && (s[i] == 'Z' || s[i] == 'z')) return i + 1 == n;
-  return expect(s, n, &i, "+-") && digits(s, n, &i, 2) && expect(s, n, &i, ":") && digits(s, n, &i, 2) &&
-         i == n;
+  return n - i == 6 && shaped(s + i, "+dd:dd");
 }
 
 static int header_safe(const char *s, size_t n) {
