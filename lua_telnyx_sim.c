@@ -58,21 +58,12 @@ static const struct rule client_options[] = {
 
 /* --- The client --- */
 
-static char *dup_string(const char *s) {
-  size_t n = strlen(s) + 1;
-  char *p = (char *)malloc(n);
-  if (p != NULL) memcpy(p, s, n);
-  return p;
-}
-
-static void wipe_free(char *s) {
-  if (s != NULL) tsim_wipe(s);
-  free(s);
-}
-
-static void release_client(lua_State *L, struct client *c) {
+/* Frees what the client holds (wiping the key first); its methods then refuse to run. */
+static int client_close(lua_State *L) {
+  struct client *c = tsim_check_client(L, 1);
   tsim_transport_free(&c->t);
-  wipe_free(c->api_key);
+  if (c->api_key != NULL) tsim_wipe(c->api_key);
+  free(c->api_key);
   c->api_key = NULL;
   free(c->base_url);
   c->base_url = NULL;
@@ -80,10 +71,6 @@ static void release_client(lua_State *L, struct client *c) {
   if (c->sleep_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, c->sleep_ref);
   c->sleep_ref = LUA_NOREF;
   c->closed = 1;
-}
-
-static int client_close(lua_State *L) {
-  release_client(L, tsim_check_client(L, 1));
   return 0;
 }
 
@@ -158,10 +145,10 @@ static int configure(lua_State *L, struct client *c, const struct client_opts *o
   c->resend_ok = o->retry_may_duplicate;
   c->t.plain_http_guard = strncmp(base_url, "http://", 7) == 0 && !o->allow_insecure_http;
   c->t.https = strncmp(base_url, "https://", 8) == 0;
-  c->api_key = dup_string(api_key);
-  c->base_url = dup_string(base_url);
-  if (o->ca_file.s) c->t.ca_file = dup_string(o->ca_file.s);
-  if (o->ca_path.s) c->t.ca_path = dup_string(o->ca_path.s);
+  c->api_key = strdup(api_key);
+  c->base_url = strdup(base_url);
+  if (o->ca_file.s) c->t.ca_file = strdup(o->ca_file.s);
+  if (o->ca_path.s) c->t.ca_path = strdup(o->ca_path.s);
   if (c->api_key == NULL || c->base_url == NULL || (o->ca_file.s && !c->t.ca_file) || (o->ca_path.s && !c->t.ca_path))
     luaL_error(L, "telnyx.sim: not enough memory");
   return 1;

@@ -68,7 +68,7 @@ static int is_datetime(const char *s, size_t n) {
     if (i == 20) return 0; /* no digit after the dot */
   }
   if (i < n && (s[i] == 'Z' || s[i] == 'z')) return i + 1 == n;
-  return n - i == 6 && shaped(s + i, "+dd:dd");
+  return i + 6 == n && shaped(s + i, "+dd:dd");
 }
 
 static int header_safe(const char *s, size_t n) {

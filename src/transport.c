@@ -481,7 +481,7 @@ int tsim_multi_ready(struct transport *t, int concurrency) {
   apply_limits(t);
   if (t->pool_size >= concurrency) return 1;
   {
-    struct exchange **pool = (struct exchange **)realloc(t->pool, (size_t)concurrency * sizeof *pool);
+    struct exchange **pool = (struct exchange **)realloc(t->pool, (size_t)concurrency * sizeof(struct exchange *));
     if (pool == NULL) return 0;
     t->pool = pool;
   }
