@@ -7,7 +7,8 @@
 -- each warms up first: rounds until its per-round figure stops falling (the figures are printed).
 -- Rounds alternate the clients; medians are quoted.
 --
--- Part 1, one call at a time: module vs limit vs the Node SDK, plus the 1,000-card decode and RSS growth.
+-- Part 1, one call at a time: module vs limit vs the Node SDK, plus the 1,000-card decode and RSS growth,
+-- and module vs limit in instructions per call (callgrind; reported).
 -- Part 2, the fan-out: 1,000 get_sim_card_activation_code calls against a stub answering each after
 -- 50 ms, over HTTP/1.1 and over HTTP/2: client:batch with all 1,000 in flight, the Node SDK's
 -- Promise.all, client:batch at its default concurrency, its limit ceil(N / concurrency) x 50 ms,
@@ -242,6 +243,31 @@ local rss = run(string.format("lua5.4 bench/client.lua rss %s %s %d %d", sh_quot
                               RSS_WARMUP, RSS_N))
 local rss_growth_kib = rss.rss_after_kb - rss.rss_before_kb
 
+-- Instructions per call of (a) and (b), by callgrind: 250 calls minus 50 (start-up and one warm-up round
+-- cancel out). The CPU figures move with the machine; these move only with the code (and about 2 % with
+-- Lua's per-process string hash seed). Reported beside the CPU target, not instead of it.
+local instr = {}
+if os.execute("command -v valgrind >/dev/null 2>&1") == true then
+  local commands = {
+    module = function(n)
+      return string.format("lua5.4 bench/client.lua module %s %s 50 1 1 %d", sh_quote(BASE_URL), sh_quote(API_KEY), n)
+    end,
+    limit = function(n)
+      return string.format("%s purchase %s %s 50 1 1 %d %s", sh_quote(LIMIT), sh_quote(request.url),
+                           sh_quote(request.body), n, headers_args(request.headers))
+    end,
+  }
+  for name, command in pairs(commands) do
+    local count = {}
+    for _, n in ipairs { 50, 250 } do
+      local out = capture("valgrind --tool=callgrind --callgrind-out-file=/dev/null " .. command(n)
+        .. " 2>&1 >/dev/null")
+      count[n] = tonumber(out:match("Collected : (%d+)"))
+    end
+    instr[name] = count[50] and count[250] and (count[250] - count[50]) / 200
+  end
+end
+
 -- Medians per client, and ratios as the median of the per-round ratios (each round pairs clients
 -- run moments apart, so a slow patch of the machine weighs on both sides).
 local med = {}
@@ -275,6 +301,11 @@ local checks = {
   { name = string.format("RSS growth over %d calls < 1 MiB", RSS_N), value = rss_growth_kib,
     ok = rss_growth_kib < TARGETS.rss_growth_kib, shown = string.format("%d KiB", rss_growth_kib) },
 }
+if instr.module and instr.limit then
+  local r = instr.module / instr.limit
+  table.insert(checks, 2, { name = string.format("module instructions/call <= %.2f x limit's", TARGETS.module_vs_limit),
+    value = r, reported = true, ok = r <= TARGETS.module_vs_limit, shown = string.format("%.3f x", r) })
+end
 
 -- --- Part 2: the fan-out ---
 
@@ -770,6 +801,10 @@ local lines = {
   row("(d) 1,000-card body: client:interpret", med.interpret, "ms"),
   row("(d) 1,000-card body: cjson.decode alone", med.decode, "ms"),
 }
+if instr.module and instr.limit then
+  lines[#lines + 1] = string.format("(a) and (b) in instructions per call (callgrind, 250 calls minus 50): "
+    .. "module %.0fk, limit %.0fk, %.3f x.", instr.module / 1000, instr.limit / 1000, instr.module / instr.limit)
+end
 if FANOUT then
   local function conns(m)
     return string.format("%d %s", m.connections, (m.protocols:gsub("HTTP/1%.1", "h1"):gsub("HTTP/2%.0", "h2")))
@@ -870,6 +905,7 @@ local record = {
              openresty = OPENRESTY and { n = OR_N, loop = OR_LOOP, rounds = OR_ROUNDS } or nil },
   medians = med,
   ratios = ratios,
+  instructions_per_call = instr,
   rss_growth = { calls = RSS_N, before_kb = rss.rss_before_kb, after_kb = rss.rss_after_kb,
                  growth_kib = rss_growth_kib, lua_heap_kb = rss.lua_kb },
   fanout = FANOUT and { http1 = fan.http1, http2 = fan.http2 } or nil,
